@@ -1,0 +1,129 @@
+"""FastAttention through the plugin EP: placement on FastAttentionEP and parity with the float64 reference."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from ort_helpers import (EP, TOL, bf16_round, build_model, ep_session, max_err, random_inputs, run,
+                         session_options)
+from reference import attention_reference
+
+import fastattn_onnx
+
+# (id, options): the model/reference options of one case; B=2, S_q=5, S_kv=5 unless given.
+CASES = [
+    ("plain", {}),
+    ("gqa_causal", dict(num_heads=4, kv_num_heads=2, causal=1)),
+    ("mqa_window", dict(num_heads=4, kv_num_heads=1, window_size=3)),
+    ("causal_window", dict(causal=1, window_size=2, seq_q=3, seq_kv=6)),
+    ("mask_bool", dict(key_padding_mask="bool")),
+    ("mask_int32", dict(key_padding_mask="int32", causal=1)),
+    ("mask_int64", dict(key_padding_mask="int64")),
+    ("bias_full", dict(attn_bias="full")),
+    ("bias_broadcast", dict(attn_bias="b11s")),
+    ("past_present", dict(seq_past=3, seq_q=2, seq_kv=2, present=True, causal=1, num_heads=4, kv_num_heads=2)),
+    ("past_mask_bias", dict(seq_past=4, seq_q=1, seq_kv=1, present=True, key_padding_mask="bool", attn_bias="full")),
+    ("softcap_scale_dv", dict(softcap=5.0, scale=0.3, head_dim_v=4)),
+]
+
+
+def make_case(layout, dtype, opts, seed=0):
+    o = dict(opts)
+    b, h = 2, o.pop("num_heads", 2)
+    kvh = o.pop("kv_num_heads", None) or h
+    sq, skv, sp = o.pop("seq_q", 5), o.pop("seq_kv", 5), o.pop("seq_past", 0)
+    d = 8
+    dv = o.pop("head_dim_v", None) or d
+    st = sp + skv
+    bias_kind = o.pop("attn_bias", None)
+    bias_shape = {"full": [b, h, sq, st], "b11s": [b, 1, 1, st], None: None}[bias_kind]
+    mask_type = o.get("key_padding_mask")
+    model = build_model(layout=layout, batch=b, seq_q=sq, seq_kv=skv, seq_past=sp, num_heads=h,
+                        kv_num_heads=kvh if kvh != h else None, head_dim=d, head_dim_v=dv, dtype=dtype,
+                        attn_bias_shape=bias_shape, **o)
+    shapes = {}
+    if layout == "3d":
+        shapes.update(query=(b, sq, h * d), key=(b, skv, kvh * d), value=(b, skv, kvh * dv))
+    else:
+        shapes.update(query=(b, h, sq, d), key=(b, kvh, skv, d), value=(b, kvh, skv, dv))
+    if bias_shape:
+        shapes["attn_bias"] = tuple(bias_shape)
+    if sp:
+        shapes.update(past_key=(b, kvh, sp, d), past_value=(b, kvh, sp, dv))
+    masks = {}
+    if mask_type:
+        m = np.ones((b, st), dtype=bool)
+        m[0, :2] = False  # left padding in row 0
+        m[1, -1] = False
+        masks["key_padding_mask"] = m.astype({"bool": bool, "int32": np.int32, "int64": np.int64}[mask_type])
+    feeds = random_inputs(shapes, dtype, seed=seed, masks=masks)
+    ref = attention_reference(feeds["query"], feeds["key"], feeds["value"], num_heads=h, kv_num_heads=kvh,
+                              scale=o.get("scale"), causal=bool(o.get("causal")), window_size=o.get("window_size", -1),
+                              softcap=o.get("softcap", 0.0), attn_bias=feeds.get("attn_bias"),
+                              key_padding_mask=feeds.get("key_padding_mask"), past_key=feeds.get("past_key"),
+                              past_value=feeds.get("past_value"))
+    return model, feeds, ref
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("layout", ["3d", "4d"])
+@pytest.mark.parametrize("name,opts", CASES, ids=[c[0] for c in CASES])
+def test_ep_matches_reference(name, opts, layout, dtype):
+    model, feeds, ref = make_case(layout, dtype, opts)
+    outs = run(ep_session(model), feeds, dtype)
+    assert len(outs) == (3 if opts.get("present") else 1)
+    for got, want in zip(outs, ref):
+        want = bf16_round(np.asarray(want, np.float32)) if dtype == "bfloat16" else want
+        assert got.shape == want.shape
+        assert max_err(got, want) <= TOL[dtype], (name, layout, dtype)
+
+
+@pytest.mark.parametrize("layout", ["3d", "4d"])
+def test_fast_attention_nodes_run_on_the_ep(layout):
+    model, feeds, _ = make_case(layout, "float32", dict(causal=1, num_heads=4, kv_num_heads=2))
+    placement = fastattn_onnx.node_placement(model, inputs=feeds, session_options=session_options())
+    assert placement == {"fast_attention_0": EP}
+
+
+def test_model_loads_with_only_the_ep_registered():
+    """Through add_provider_for_devices the EP brings its own com.fastattention domain."""
+    model, feeds, ref = make_case("3d", "float32", dict(causal=1))
+    so = ort.SessionOptions()
+    so.add_provider_for_devices([d for d in ort.get_ep_devices() if d.ep_name == EP], {})
+    sess = ort.InferenceSession(model.SerializeToString(), so)
+    assert sess.get_providers()[0] == EP
+    assert max_err(sess.run(None, feeds)[0], ref[0]) <= TOL["float32"]
+
+
+def test_ep_lists_a_cpu_device():
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP]
+    assert devices and devices[-1].device.type == ort.OrtHardwareDeviceType.CPU
+
+
+def test_register_ep_is_idempotent_and_thread_safe():
+    import threading
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fastattn_onnx.register_ep())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 4
+    assert len([d for d in ort.get_ep_devices() if d.ep_name == EP]) == 1
+
+
+def test_two_nodes_in_one_graph_both_on_the_ep():
+    import onnx
+    from onnx import helper
+    model, feeds, ref = make_case("4d", "float32", dict(causal=1))
+    g = model.graph
+    second = helper.make_node("FastAttention", ["output", "key", "value"], ["output2"], name="fast_attention_1",
+                              domain="com.fastattention")
+    g.node.append(second)
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("output2", onnx.TensorProto.FLOAT, None))
+    placement = fastattn_onnx.node_placement(model, inputs=feeds, session_options=session_options())
+    assert placement == {"fast_attention_0": EP, "fast_attention_1": EP}
+    out2 = ep_session(model).run(None, feeds)[0]
+    want = attention_reference(ref[0].astype(np.float32), feeds["key"], feeds["value"])[0]
+    assert max_err(out2, want) <= TOL["float32"]
