@@ -127,3 +127,34 @@ def test_two_nodes_in_one_graph_both_on_the_ep():
     out2 = ep_session(model).run(None, feeds)[0]
     want = attention_reference(ref[0].astype(np.float32), feeds["key"], feeds["value"])[0]
     assert max_err(out2, want) <= TOL["float32"]
+
+
+@pytest.mark.parametrize("layout", ["3d", "4d"])
+def test_zero_length_past_and_decode_loop(layout):
+    """First decoding step feeds an empty past; later steps feed the previous present."""
+    model = build_model(layout=layout, batch=1, seq_q="S", seq_kv="S", seq_past="P", num_heads=4, kv_num_heads=2,
+                        head_dim=8, causal=1, present=True)
+    sess = ep_session(model)
+    rng = np.random.default_rng(3)
+    shape = (lambda s, h: (1, s, h * 8)) if layout == "3d" else (lambda s, h: (1, h, s, 8))
+    q, k, v = rng.standard_normal(shape(3, 4)), rng.standard_normal(shape(3, 2)), rng.standard_normal(shape(3, 2))
+    q, k, v = (x.astype(np.float32) for x in (q, k, v))
+    empty = np.zeros((1, 2, 0, 8), np.float32)
+    out, pk, pv = sess.run(None, dict(query=q, key=k, value=v, past_key=empty, past_value=empty))
+    ref = attention_reference(q, k, v, num_heads=4, kv_num_heads=2, causal=True)
+    assert max(max_err(a, b) for a, b in zip((out, pk, pv), ref)) <= TOL["float32"]
+    q1, k1, v1 = (x[..., :1, :] if layout == "4d" else x[:, :1] for x in
+                  (rng.standard_normal(q.shape), rng.standard_normal(k.shape), rng.standard_normal(v.shape)))
+    q1, k1, v1 = (x.astype(np.float32) for x in (q1, k1, v1))
+    out1 = sess.run(None, dict(query=q1, key=k1, value=v1, past_key=pk, past_value=pv))[0]
+    ref1 = attention_reference(q1, k1, v1, num_heads=4, kv_num_heads=2, causal=True, past_key=pk, past_value=pv)[0]
+    assert max_err(out1, ref1) <= TOL["float32"]
+
+
+def test_concurrent_runs_of_one_session():
+    from concurrent.futures import ThreadPoolExecutor
+    model, feeds, ref = make_case("4d", "float32", dict(causal=1, num_heads=4, kv_num_heads=2))
+    sess = ep_session(model)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: sess.run(None, feeds)[0], range(8)))
+    assert all(max_err(o, ref[0]) <= TOL["float32"] for o in outs)
