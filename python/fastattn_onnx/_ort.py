@@ -68,6 +68,11 @@ def get_ep_name() -> str:
     return EP_NAME
 
 
+def get_ep_names() -> list[str]:
+    """All EP names the library's factories create (one today)."""
+    return [EP_NAME]
+
+
 def register_custom_ops(session_options) -> None:
     """Adds the com.fastattention::FastAttention custom op (runs on the CPU EP) to session_options."""
     check_onnxruntime()
