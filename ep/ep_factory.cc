@@ -99,6 +99,7 @@ OrtStatus* ORT_API_CALL EpFactory::GetCustomOpDomainsImpl(OrtEpFactory* this_ptr
   return guarded([&]() -> OrtStatus* {
     auto* factory = static_cast<EpFactory*>(this_ptr);
     if (num_domains < 1) return make_error("GetCustomOpDomains: no room for the com.fastattention domain");
+    std::lock_guard<std::mutex> lock(factory->op_domain_mutex_);
     if (!factory->op_domain_) FASTATTN_RETURN_IF_ERROR(create_op_domain(&factory->op_domain_));
     domains[0] = factory->op_domain_;
     return nullptr;

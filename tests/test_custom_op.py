@@ -54,3 +54,10 @@ def test_onnx_checker_and_shape_inference_accept_the_op():
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     dims = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output}
     assert dims == {"output": [2, 5, 32], "present_key": [2, 2, 8, 8], "present_value": [2, 2, 8, 8]}
+
+
+def test_onnx_shape_inference_rejects_heads_that_do_not_divide():
+    model, _, _ = make_case("3d", "float32", dict(num_heads=4, kv_num_heads=2))
+    model.graph.node[0].attribute[1].i = 3  # kv_num_heads
+    with pytest.raises(onnx.shape_inference.InferenceError, match="kv_num_heads must divide num_heads"):
+        onnx.shape_inference.infer_shapes(model, strict_mode=True)
