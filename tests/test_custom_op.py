@@ -58,6 +58,6 @@ def test_onnx_checker_and_shape_inference_accept_the_op():
 
 def test_onnx_shape_inference_rejects_heads_that_do_not_divide():
     model, _, _ = make_case("3d", "float32", dict(num_heads=4, kv_num_heads=2))
-    model.graph.node[0].attribute[1].i = 3  # kv_num_heads
+    next(a for a in model.graph.node[0].attribute if a.name == "kv_num_heads").i = 3
     with pytest.raises(onnx.shape_inference.InferenceError, match="kv_num_heads must divide num_heads"):
         onnx.shape_inference.infer_shapes(model, strict_mode=True)
