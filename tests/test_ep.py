@@ -88,11 +88,16 @@ def test_fast_attention_nodes_run_on_the_ep(layout):
 def test_model_loads_with_only_the_ep_registered():
     """Through add_provider_for_devices the EP brings its own com.fastattention domain."""
     model, feeds, ref = make_case("3d", "float32", dict(causal=1))
-    so = ort.SessionOptions()
-    so.add_provider_for_devices([d for d in ort.get_ep_devices() if d.ep_name == EP], {})
-    sess = ort.InferenceSession(model.SerializeToString(), so)
+    sess = ort.InferenceSession(model.SerializeToString(), fastattn_onnx.ep_session_options())
     assert sess.get_providers()[0] == EP
     assert max_err(sess.run(None, feeds)[0], ref[0]) <= TOL["float32"]
+
+
+def test_named_provider_alone_does_not_bring_the_op_domain():
+    """Documents ONNX Runtime's behaviour that ep_session_options / register_custom_ops work around."""
+    model, _, _ = make_case("3d", "float32", {})
+    with pytest.raises(Exception, match="com.fastattention:FastAttention"):
+        ort.InferenceSession(model.SerializeToString(), providers=[EP, "CPUExecutionProvider"])
 
 
 def test_ep_lists_a_cpu_device():

@@ -15,6 +15,7 @@ OP_TYPE = "FastAttention"
 from ._kernels import attention  # noqa: E402  (the kernel on NumPy arrays)
 from ._ort import (  # noqa: E402
     check_onnxruntime,
+    ep_session_options,
     get_ep_name,
     get_ep_names,
     get_library_path,

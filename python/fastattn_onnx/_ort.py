@@ -101,5 +101,20 @@ def register_ep() -> bool:
         return True
 
 
+def ep_session_options(session_options=None, provider_options: dict | None = None):
+    """SessionOptions that run on FastAttentionEP (CPU EP as fallback) and know com.fastattention.
+
+    Selecting the EP by device (add_provider_for_devices) brings the op domain the EP carries;
+    naming it in InferenceSession(providers=[...]) does not (ONNX Runtime loads the model before it
+    appends named providers), so models with FastAttention nodes need this or register_custom_ops.
+    """
+    ort = check_onnxruntime()
+    register_ep()
+    so = session_options if session_options is not None else ort.SessionOptions()
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    so.add_provider_for_devices(devices[:1], provider_options or {})  # accelerators are listed first
+    return so
+
+
 def is_registered() -> bool:
     return _registered
