@@ -163,3 +163,20 @@ def test_concurrent_runs_of_one_session():
     with ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda _: sess.run(None, feeds)[0], range(8)))
     assert all(max_err(o, ref[0]) <= TOL["float32"] for o in outs)
+
+
+def test_shared_key_value_and_constant_bias():
+    """The fused node lists a value once even when two inputs use it; initializers arrive as inputs."""
+    from onnx import numpy_helper
+    model, feeds, _ = make_case("4d", "float32", dict(attn_bias="b11s"))
+    node = model.graph.node[0]
+    node.input[2] = "key"  # value := key
+    bias = feeds.pop("attn_bias")
+    model.graph.initializer.append(numpy_helper.from_array(bias, "attn_bias"))
+    for name in ("value", "attn_bias"):
+        model.graph.input.remove(next(i for i in model.graph.input if i.name == name))
+    feeds.pop("value")
+    ref = attention_reference(feeds["query"], feeds["key"], feeds["key"], attn_bias=bias)[0]
+    assert max_err(ep_session(model).run(None, feeds)[0], ref) <= TOL["float32"]
+    assert fastattn_onnx.node_placement(model, inputs=feeds, session_options=session_options()) == \
+        {"fast_attention_0": EP}
