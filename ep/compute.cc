@@ -2,10 +2,10 @@
 
 #include <atomic>
 #include <cstring>
-#include <limits>
-#include <vector>
 #include <functional>
+#include <limits>
 #include <stdexcept>
+#include <vector>
 
 #include "cpu/cpu_attention.h"
 
