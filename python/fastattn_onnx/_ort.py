@@ -68,6 +68,11 @@ def get_ep_name() -> str:
     return EP_NAME
 
 
+def get_ep_names() -> list[str]:
+    """All EP names the library's factories create (one today)."""
+    return [EP_NAME]
+
+
 def register_custom_ops(session_options) -> None:
     """Adds the com.fastattention::FastAttention custom op (runs on the CPU EP) to session_options."""
     check_onnxruntime()
@@ -94,6 +99,21 @@ def register_ep() -> bool:
                 raise
         _registered = True
         return True
+
+
+def ep_session_options(session_options=None, provider_options: dict | None = None):
+    """SessionOptions that run on FastAttentionEP (CPU EP as fallback) and know com.fastattention.
+
+    Selecting the EP by device (add_provider_for_devices) brings the op domain the EP carries;
+    naming it in InferenceSession(providers=[...]) does not (ONNX Runtime loads the model before it
+    appends named providers), so models with FastAttention nodes need this or register_custom_ops.
+    """
+    ort = check_onnxruntime()
+    register_ep()
+    so = session_options if session_options is not None else ort.SessionOptions()
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    so.add_provider_for_devices(devices[:1], provider_options or {})  # accelerators are listed first
+    return so
 
 
 def is_registered() -> bool:
