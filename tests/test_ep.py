@@ -93,11 +93,19 @@ def test_model_loads_with_only_the_ep_registered():
     assert max_err(sess.run(None, feeds)[0], ref[0]) <= TOL["float32"]
 
 
-def test_named_provider_alone_does_not_bring_the_op_domain():
-    """Documents ONNX Runtime's behaviour that ep_session_options / register_custom_ops work around."""
-    model, _, _ = make_case("3d", "float32", {})
-    with pytest.raises(Exception, match="com.fastattention:FastAttention"):
-        ort.InferenceSession(model.SerializeToString(), providers=[EP, "CPUExecutionProvider"])
+def test_named_provider_just_works_after_import():
+    """The brief's promise: import fastattn_onnx, then name the EP in providers=[...]."""
+    model, feeds, ref = make_case("3d", "float32", dict(causal=1, num_heads=4, kv_num_heads=2))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=[EP, "CPUExecutionProvider"])
+    assert sess.get_providers()[0] == EP
+    assert max_err(sess.run(None, feeds)[0], ref[0]) <= TOL["float32"]
+    # The same user SessionOptions serve several sessions: the library is added to it only once.
+    so = ort.SessionOptions()
+    for _ in range(2):
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[EP, "CPUExecutionProvider"])
+        assert max_err(sess.run(None, feeds)[0], ref[0]) <= TOL["float32"]
+    placement = fastattn_onnx.node_placement(model, inputs=feeds, providers=[EP, "CPUExecutionProvider"])
+    assert placement == {"fast_attention_0": EP}
 
 
 def test_ep_lists_a_cpu_device():

@@ -19,6 +19,7 @@ from ._ort import (  # noqa: E402
     get_ep_name,
     get_ep_names,
     get_library_path,
+    install_named_provider_hook,
     register_custom_ops,
     register_ep,
 )
@@ -29,6 +30,7 @@ from .placement import node_placement  # noqa: E402
 
 try:
     register_ep()
+    install_named_provider_hook()
 except Exception as _e:  # keep the kernels importable; `python -m fastattn_onnx doctor` shows why
     import warnings
 
