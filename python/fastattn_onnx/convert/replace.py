@@ -1,0 +1,46 @@
+"""Put one com.fastattention::FastAttention node in place of each analysed match."""
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from .. import OP_DOMAIN, OP_TYPE
+from .sdpa_decomposed import AttentionMatch
+
+
+def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
+    """The new nodes (a layout Transpose if the key is [B, S, H, D], then FastAttention)."""
+    nodes = []
+    key = found.key
+    if found.key_layout == "bshd":
+        transpose = ir.node("Transpose", [key], {"perm": [0, 2, 1, 3]},
+                            name=f"fastattn_{index}/key_to_bhsd")
+        transpose.outputs[0].name = f"fastattn_{index}/key_bhsd"
+        nodes.append(transpose)
+        key = transpose.outputs[0]
+    attributes = {"num_heads": found.num_heads, "kv_num_heads": found.kv_num_heads,
+                  "scale": float(found.scale), "causal": int(found.causal)}
+    if found.window_size > 0:
+        attributes["window_size"] = int(found.window_size)
+    inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask]
+    while inputs[-1] is None:
+        inputs.pop()
+    node = ir.node(OP_TYPE, inputs, attributes, domain=OP_DOMAIN, version=1,
+                   name=f"fastattn_{index}/FastAttention")
+    nodes.append(node)
+    return nodes
+
+
+def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
+    new_nodes = fused_node(found, index)
+    fused = new_nodes[-1]
+    old = found.output
+    new = fused.outputs[0]
+    new.type, new.shape = old.type, old.shape
+    graph.insert_before(found.pv_matmul, new_nodes)
+    was_output = old.is_graph_output()
+    old_name = old.name
+    ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+    old.name = f"{old_name}__replaced"
+    new.name = old_name  # keeps graph output names and readable value names
+    del was_output
+    return fused
