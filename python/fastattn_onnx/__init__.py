@@ -11,3 +11,5 @@ __version__ = "0.1.0"
 EP_NAME = "FastAttentionEP"
 OP_DOMAIN = "com.fastattention"
 OP_TYPE = "FastAttention"
+
+from ._kernels import attention  # noqa: E402  (the kernel on NumPy arrays)
