@@ -64,14 +64,15 @@ def _valid_positions(array: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
     return array.reshape(-1)
 
 
-def fused_session(path_or_bytes, providers=None):
+def fused_session(path_or_bytes, providers=None, options=None):
     """An InferenceSession able to run com.fastattention nodes (the plugin EP first)."""
     import onnxruntime as ort
 
     import fastattn_onnx  # noqa: F401  (registers FastAttentionEP)
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    if options is None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
     providers = providers or [fastattn_onnx.EP_NAME, "CPUExecutionProvider"]
     return ort.InferenceSession(path_or_bytes, options, providers=providers)
 
