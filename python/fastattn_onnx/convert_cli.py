@@ -40,3 +40,15 @@ def run(args) -> int:
     print(result.report.summary())
     print(f"wrote {result.output_path}")
     return 0
+
+
+def main(argv=None) -> int:
+    """Standalone entry (`python -m fastattn_onnx.convert_cli model.onnx ...`)."""
+    parser = argparse.ArgumentParser(prog="python -m fastattn_onnx")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["convert", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
