@@ -10,12 +10,13 @@ import argparse
 import os
 import warnings
 
-ARCHS = ("llama", "gpt2", "bert")
+ARCHS = ("llama", "mistral", "gpt2", "bert")
 EXPORTERS = ("dynamo", "torchscript")
 
 
 def build_model(arch: str, hidden: int = 64, heads: int = 4, kv_heads: int | None = None,
-                layers: int = 2, vocab: int = 128, intermediate: int | None = None):
+                layers: int = 2, vocab: int = 128, intermediate: int | None = None,
+                sliding_window: int = 40):
     """A randomly initialised transformers model in eval mode, eager attention."""
     import torch
     import transformers as tf
@@ -28,6 +29,13 @@ def build_model(arch: str, hidden: int = 64, heads: int = 4, kv_heads: int | Non
                              num_hidden_layers=layers, intermediate_size=intermediate,
                              vocab_size=vocab, max_position_embeddings=8192)
         model = tf.LlamaForCausalLM(cfg)
+    elif arch == "mistral":  # Llama plus a sliding window
+        cfg = tf.MistralConfig(hidden_size=hidden, num_attention_heads=heads,
+                               num_key_value_heads=kv_heads or max(1, heads // 4),
+                               num_hidden_layers=layers, intermediate_size=intermediate,
+                               vocab_size=vocab, max_position_embeddings=8192,
+                               sliding_window=sliding_window)
+        model = tf.MistralForCausalLM(cfg)
     elif arch == "gpt2":
         cfg = tf.GPT2Config(n_embd=hidden, n_head=heads, n_layer=layers, n_inner=intermediate,
                             vocab_size=vocab, n_positions=1024)

@@ -26,7 +26,8 @@ def test_analysis_reproduces_original_attention(arch, exporter, tmp_path_factory
 
     sizes = SIZES[arch]
     plans = inputs.plan_inputs(model)
-    feeds = inputs.make_inputs(plans, {"batch": 3, "seq": 11}, padded=True, seed=1)
+    seq = 47 if "sliding_window" in sizes else 11  # past the window when there is one
+    feeds = inputs.make_inputs(plans, {"batch": 3, "seq": seq}, padded=True, seed=1)
     rows = inputs.row_validity(plans, feeds)
     wanted = []
     for found in matches:
@@ -35,6 +36,7 @@ def test_analysis_reproduces_original_attention(arch, exporter, tmp_path_factory
         assert found.head_size == sizes["hidden"] // sizes["heads"]
         assert found.scale == pytest.approx(found.head_size ** -0.5)
         assert found.causal == (arch != "bert")
+        assert found.window_size == sizes.get("sliding_window", -1)
         assert found.key_padding_mask is not None and found.key_padding_mask.name == "attention_mask"
         assert found.attn_bias is None
         wanted += [found.query, found.key, found.value, found.output]

@@ -18,7 +18,7 @@ from fastattn_onnx.convert.verify import fused_session
 ORT_FUSED_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
                  "PackedMultiHeadAttention"}
 # What onnxruntime.transformers.optimizer is told about each architecture.
-ORT_MODEL_TYPE = {"llama": "gpt2", "gpt2": "gpt2", "bert": "bert"}
+ORT_MODEL_TYPE = {"llama": "gpt2", "mistral": "gpt2", "gpt2": "gpt2", "bert": "bert"}
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}")

@@ -86,6 +86,15 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
     return report
 
 
+def _verify_sizes(report: ConvertReport) -> dict | None:
+    """Long enough that a fused sliding window is really exercised (and not a multiple of 16)."""
+    window = max((f.window_size for f in report.fused), default=-1)
+    if window <= 0:
+        return None
+    seq = window + 7
+    return {"seq": seq + 1 if seq % 16 == 0 else seq}
+
+
 def convert(model_or_path, output_path: str | None = None, verify: bool = True,
             report_path: str | None = None, progress: bool = False,
             verify_sizes: dict | None = None) -> ConvertResult:
@@ -119,7 +128,8 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
         try:
             if verify and report.fused:
                 _progress(progress, "verifying in ONNX Runtime")
-                result.verify = verify_models(original_path, pending.path, verify_sizes)
+                result.verify = verify_models(original_path, pending.path,
+                                              verify_sizes or _verify_sizes(report))
                 report.verify = {"summary": result.verify.summary(),
                                  "outputs": [dataclasses.asdict(c) for c in result.verify.outputs],
                                  "providers": result.verify.converted_providers}

@@ -92,7 +92,8 @@ def classify(masks: list[np.ndarray], paddings: list[dict[str, np.ndarray]]) -> 
         return None
     unpadded = [v for v, p in zip(visibilities, paddings)
                 if all(np.all(x != 0) for x in p.values())] or visibilities
-    guesses = _structure_candidates(unpadded[0])
+    # The longest probe is the one that can show a sliding window.
+    guesses = _structure_candidates(max(unpadded, key=lambda v: v.shape[-1]))
     inputs = list(paddings[0]) + [None] if paddings else [None]
     for causal, window in guesses:
         for name in inputs:
