@@ -1,69 +1,106 @@
-// Interim straightforward CPU kernel: correct online-softmax attention, one query row at a time.
-// The tiled, BLAS-backed kernel replaces this; the contract (cpu_attention.h) stays.
+// CPU FastAttention forward: plans the call (ISA, tile sizes, scratch layout, key-padding
+// summary), copies present_k/v, and runs one work item per (batch, head, query block) on the
+// caller's ParallelFor. The per-tile math is in tile_kernel.cc, compiled once per ISA.
 #include "cpu_attention.h"
 
-#include <algorithm>
-#include <cmath>
+#include <cblas.h>
+
+#include <cstdlib>
 #include <cstring>
-#include <limits>
+#include <new>
 #include <vector>
+
+#include "tile_kernel.h"
 
 namespace fastattn::cpu {
 namespace {
 
-float load(const void* base, int64_t idx, ElemType t) {
-  switch (t) {
-    case ElemType::kFloat32: return static_cast<const float*>(base)[idx];
-    case ElemType::kFloat16: {
-      uint16_t h = static_cast<const uint16_t*>(base)[idx];
-      uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-      if (exp == 0) {
-        if (man == 0) { bits = sign; }
-        else { exp = 127 - 15 + 1; while (!(man & 0x400)) { man <<= 1; --exp; } man &= 0x3ff; bits = sign | (exp << 23) | (man << 13); }
-      } else if (exp == 31) { bits = sign | 0x7f800000u | (man << 13); }
-      else { bits = sign | ((exp + 127 - 15) << 23) | (man << 13); }
-      float f; std::memcpy(&f, &bits, 4); return f;
-    }
-    case ElemType::kBFloat16: {
-      uint32_t bits = uint32_t(static_cast<const uint16_t*>(base)[idx]) << 16;
-      float f; std::memcpy(&f, &bits, 4); return f;
-    }
-  }
-  return 0.f;
+Isa detect_isa() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+#if defined(FASTATTN_HAVE_ISA_AVX512)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return Isa::kAvx512;
+#endif
+#if defined(FASTATTN_HAVE_ISA_AVX2)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+    return Isa::kAvx2;
+#endif
+  return Isa::kBaseline;
+#elif defined(FASTATTN_HAVE_ISA_NEON)
+  return Isa::kNeon;
+#else
+  return Isa::kBaseline;
+#endif
 }
 
-void store(void* base, int64_t idx, ElemType t, float v) {
-  switch (t) {
-    case ElemType::kFloat32: static_cast<float*>(base)[idx] = v; return;
-    case ElemType::kFloat16: {
-      uint32_t x; std::memcpy(&x, &v, 4);
-      uint32_t sign = (x >> 16) & 0x8000u; int32_t exp = int32_t((x >> 23) & 0xff) - 127 + 15; uint32_t man = x & 0x7fffffu;
-      uint16_t h;
-      if (((x >> 23) & 0xff) == 0xff) h = uint16_t(sign | 0x7c00u | (man ? 0x200u : 0));
-      else if (exp >= 31) h = uint16_t(sign | 0x7c00u);
-      else if (exp <= 0) {
-        if (exp < -10) h = uint16_t(sign);
-        else { man |= 0x800000u; uint32_t shift = uint32_t(14 - exp); uint32_t hm = man >> shift;
-               uint32_t rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-               if (rem > half || (rem == half && (hm & 1))) ++hm; h = uint16_t(sign | hm); }
-      } else {
-        uint32_t hm = man >> 13, rem = man & 0x1fffu; uint32_t hv = sign | (uint32_t(exp) << 10) | hm;
-        if (rem > 0x1000u || (rem == 0x1000u && (hm & 1))) ++hv; h = uint16_t(hv);
-      }
-      static_cast<uint16_t*>(base)[idx] = h; return;
-    }
-    case ElemType::kBFloat16: {
-      uint32_t x; std::memcpy(&x, &v, 4);
-      if ((x & 0x7fffffffu) > 0x7f800000u) { static_cast<uint16_t*>(base)[idx] = uint16_t((x >> 16) | 0x40); return; }
-      x += 0x7fffu + ((x >> 16) & 1u);
-      static_cast<uint16_t*>(base)[idx] = uint16_t(x >> 16); return;
-    }
-  }
+Isa selected() {
+  static const Isa isa = detect_isa();
+  return isa;
 }
 
-bool mask_visible(const AttentionParams& p, int64_t b, int64_t j) {
-  if (!p.key_padding_mask) return true;
-  int64_t idx = b * p.mask_batch_stride + j;
+AttendQueryBlockFn kernel_for(Isa isa) {
+  switch (isa) {
+#if defined(FASTATTN_HAVE_ISA_AVX512)
+    case Isa::kAvx512: return isa_avx512::attend_query_block;
+#endif
+#if defined(FASTATTN_HAVE_ISA_AVX2)
+    case Isa::kAvx2: return isa_avx2::attend_query_block;
+#endif
+#if defined(FASTATTN_HAVE_ISA_NEON)
+    case Isa::kNeon: return isa_neon::attend_query_block;
+#endif
+    default: break;
+  }
+#if defined(FASTATTN_HAVE_ISA_BASELINE)
+  return isa_baseline::attend_query_block;
+#else
+  return isa_neon::attend_query_block;
+#endif
+}
+
+int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
+  ScratchLayout s;
+  const bool convert = p.dtype != ElemType::kFloat32;
+  s.score_ld = round16(t.block_k);
+  int64_t at = 0;
+  auto take = [&at](int64_t floats) { const int64_t off = at; at += round16(floats); return off; };
+  s.q = take(convert ? t.block_q * p.head_dim : 0);
+  s.k = take(convert ? t.block_k * p.head_dim : 0);
+  s.v = take(convert ? t.block_k * p.head_dim_v : 0);
+  s.scores = take(t.block_q * s.score_ld);
+  s.out = take(t.block_q * p.head_dim_v);
+  s.row_max = take(t.block_q);
+  s.row_sum = take(t.block_q);
+  s.row_tile = take(t.block_q);
+  s.key_mask = take(s.score_ld);
+  s.total = at;
+  return s;
+}
+
+// Per-thread scratch, O(tile): reused across work items and calls on the same thread.
+float* thread_scratch(int64_t floats) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buf;
+  if (buf.size < floats) {
+    std::free(buf.data);
+    buf.size = 0;
+    buf.data = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(floats) * 4));
+    if (!buf.data) throw std::bad_alloc();
+    buf.size = floats;
+  }
+  return buf.data;
+}
+
+bool mask_at(const AttentionParams& p, int64_t b, int64_t j) {
+  const int64_t idx = b * p.mask_batch_stride + j;
   switch (p.mask_type) {
     case MaskType::kBool: return static_cast<const uint8_t*>(p.key_padding_mask)[idx] != 0;
     case MaskType::kInt32: return static_cast<const int32_t*>(p.key_padding_mask)[idx] != 0;
@@ -73,65 +110,106 @@ bool mask_visible(const AttentionParams& p, int64_t b, int64_t j) {
   return true;
 }
 
-}  // namespace
-
-void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
-  const ElemType t = p.dtype;
-  const int64_t S = p.seq_total(), group = p.num_heads / p.kv_num_heads;
-  auto key_at = [&](const TensorView& past, const TensorView& cur, int64_t b, int64_t h, int64_t j, int64_t d) {
-    if (j < p.seq_past) return load(past.data, b * past.batch_stride + h * past.head_stride + j * past.seq_stride + d, t);
-    j -= p.seq_past;
-    return load(cur.data, b * cur.batch_stride + h * cur.head_stride + j * cur.seq_stride + d, t);
-  };
-  if (p.present_k.data || p.present_v.data) {
-    parallel_for(p.batch * p.kv_num_heads, [&](int64_t bh) {
-      int64_t b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
-      for (int64_t j = 0; j < S; ++j) {
-        if (p.present_k.data)
-          for (int64_t d = 0; d < p.head_dim; ++d)
-            store(p.present_k.data, b * p.present_k.batch_stride + h * p.present_k.head_stride + j * p.present_k.seq_stride + d, t,
-                  key_at(p.past_k, p.k, b, h, j, d));
-        if (p.present_v.data)
-          for (int64_t d = 0; d < p.head_dim_v; ++d)
-            store(p.present_v.data, b * p.present_v.batch_stride + h * p.present_v.head_stride + j * p.present_v.seq_stride + d, t,
-                  key_at(p.past_v, p.v, b, h, j, d));
-      }
-    });
-  }
-  parallel_for(p.batch * p.num_heads, [&](int64_t bh) {
-    const int64_t b = bh / p.num_heads, h = bh % p.num_heads, kh = h / group;
-    std::vector<float> q(p.head_dim), acc(p.head_dim_v);
-    for (int64_t i = 0; i < p.seq_q; ++i) {
-      const int64_t ii = i + S - p.seq_q;
-      for (int64_t d = 0; d < p.head_dim; ++d)
-        q[d] = load(p.q.data, b * p.q.batch_stride + h * p.q.head_stride + i * p.q.seq_stride + d, t);
-      std::fill(acc.begin(), acc.end(), 0.f);
-      float m = -std::numeric_limits<float>::infinity(), l = 0.f;
-      for (int64_t j = 0; j < S; ++j) {
-        if (p.causal && j > ii) break;
-        if (p.window_size > 0 && (ii - j >= p.window_size || (!p.causal && j - ii >= p.window_size))) continue;
-        if (!mask_visible(p, b, j)) continue;
-        float s = 0.f;
-        for (int64_t d = 0; d < p.head_dim; ++d) s += q[d] * key_at(p.past_k, p.k, b, kh, j, d);
-        s *= p.scale;
-        if (p.softcap > 0.f) s = p.softcap * std::tanh(s / p.softcap);
-        if (p.bias)
-          s += load(p.bias, b * p.bias_batch_stride + h * p.bias_head_stride + i * p.bias_row_stride + j * p.bias_col_stride, t);
-        float m_new = std::max(m, s);
-        if (m_new == -std::numeric_limits<float>::infinity()) continue;  // -inf bias: invisible
-        float corr = std::exp(m - m_new), w = std::exp(s - m_new);
-        l = l * corr + w;
-        for (int64_t d = 0; d < p.head_dim_v; ++d) acc[d] = acc[d] * corr + w * key_at(p.past_v, p.v, b, kh, j, d);
-        m = m_new;
-      }
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      for (int64_t d = 0; d < p.head_dim_v; ++d)
-        store(p.out.data, b * p.out.batch_stride + h * p.out.head_stride + i * p.out.seq_stride + d, t, acc[d] * inv);
+// present = concat(past, new) along the sequence, one (batch, kv head) per work item.
+void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
+  if (!p.present_k.data && !p.present_v.data) return;
+  const size_t es = elem_size(p.dtype);
+  auto copy_rows = [&](const TensorView& dst, const TensorView& past, const TensorView& cur, int64_t b, int64_t h,
+                       int64_t cols) {
+    if (!dst.data) return;
+    const size_t row_bytes = static_cast<size_t>(cols) * es;
+    char* d = static_cast<char*>(dst.data);
+    for (int64_t j = 0; j < p.seq_total(); ++j) {
+      const bool in_past = j < p.seq_past;
+      const TensorView& src = in_past ? past : cur;
+      const int64_t js = in_past ? j : j - p.seq_past;
+      const char* s = static_cast<const char*>(src.data) + (b * src.batch_stride + h * src.head_stride + js * src.seq_stride) * es;
+      std::memcpy(d + (b * dst.batch_stride + h * dst.head_stride + j * dst.seq_stride) * es, s, row_bytes);
     }
+  };
+  parallel_for(p.batch * p.kv_num_heads, [&](int64_t bh) {
+    const int64_t b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
+    copy_rows(p.present_k, p.past_k, p.k, b, h, p.head_dim);
+    copy_rows(p.present_v, p.past_v, p.v, b, h, p.head_dim_v);
   });
 }
 
-const char* selected_isa() { return "scalar"; }
-const char* compiled_isas() { return "scalar"; }
+}  // namespace
+
+void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
+  // The workers of parallel_for are the parallelism; OpenBLAS's own threads would only
+  // oversubscribe. The wheel's library exports no per-thread setter (the header's
+  // scipy_openblas_set_num_threads_local is missing from libscipy_openblas.so 0.3.34), so this
+  // sets its process-wide count once; only this package loads that library.
+  static const bool blas_single_threaded = [] { scipy_openblas_set_num_threads(1); return true; }();
+  (void)blas_single_threaded;
+  copy_present(p, parallel_for);
+  const Isa isa = selected();
+  TilePlan plan;
+  plan.params = &p;
+  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v);
+  plan.scratch = scratch_layout(p, plan.traits);
+
+  // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.
+  const int64_t S = p.seq_total();
+  std::vector<int32_t> prefix;
+  std::vector<int64_t> first, end;
+  if (p.key_padding_mask) {
+    prefix.resize(static_cast<size_t>(p.batch * (S + 1)));
+    first.assign(static_cast<size_t>(p.batch), S);
+    end.assign(static_cast<size_t>(p.batch), 0);
+    for (int64_t b = 0; b < p.batch; ++b) {
+      int32_t* pre = prefix.data() + b * (S + 1);
+      pre[0] = 0;
+      for (int64_t j = 0; j < S; ++j) {
+        const bool vis = mask_at(p, b, j);
+        pre[j + 1] = pre[j] + (vis ? 1 : 0);
+        if (vis) {
+          if (first[b] == S) first[b] = j;
+          end[b] = j + 1;
+        }
+      }
+    }
+    plan.visible_prefix = prefix.data();
+    plan.first_visible = first.data();
+    plan.end_visible = end.data();
+  }
+
+  const AttendQueryBlockFn attend = kernel_for(isa);
+  const int64_t block_q = plan.traits.block_q, blocks = (p.seq_q + block_q - 1) / block_q;
+  // Within a head the last query blocks come first: under causal masks they cost the most,
+  // so a dynamic scheduler ends with the cheap ones.
+  parallel_for(p.batch * p.num_heads * blocks, [&](int64_t item) {
+    const int64_t bh = item / blocks, qb = blocks - 1 - item % blocks;
+    attend(plan, bh / p.num_heads, bh % p.num_heads, qb * block_q, thread_scratch(plan.scratch.total));
+  });
+}
+
+const char* selected_isa() {
+  switch (selected()) {
+    case Isa::kAvx512: return "x86-64-v4 (avx512)";
+    case Isa::kAvx2: return "x86-64-v3 (avx2+fma)";
+    case Isa::kNeon: return "aarch64 (neon)";
+    case Isa::kBaseline: break;
+  }
+  return "baseline";
+}
+
+const char* compiled_isas() {
+  return ""
+#if defined(FASTATTN_HAVE_ISA_BASELINE)
+         "baseline "
+#endif
+#if defined(FASTATTN_HAVE_ISA_AVX2)
+         "x86-64-v3 "
+#endif
+#if defined(FASTATTN_HAVE_ISA_AVX512)
+         "x86-64-v4 "
+#endif
+#if defined(FASTATTN_HAVE_ISA_NEON)
+         "neon "
+#endif
+      ;
+}
 
 }  // namespace fastattn::cpu

@@ -13,3 +13,16 @@ OP_DOMAIN = "com.fastattention"
 OP_TYPE = "FastAttention"
 
 from ._kernels import attention  # noqa: E402  (the kernel on NumPy arrays)
+from ._ort import (  # noqa: E402
+    check_onnxruntime,
+    get_ep_name,
+    get_library_path,
+    register_custom_ops,
+    register_ep,
+)
+
+check_onnxruntime()  # a clear ImportError on onnxruntime < 1.27
+from . import schema  # noqa: E402,F401  (ONNX schema of FastAttention, for onnx.checker / shape inference)
+from .placement import node_placement  # noqa: E402
+
+register_ep()

@@ -1,0 +1,131 @@
+#include "ep.h"
+
+#include <memory>
+#include <vector>
+
+#include "ep_factory.h"
+#include "node_translation.h"
+
+namespace fastattn::ep {
+namespace {
+
+// One compiled node: its config, with indices into the fused node's inputs/outputs.
+struct ComputeInfo : OrtNodeComputeInfo {
+  NodeConfig cfg;
+
+  ComputeInfo() : OrtNodeComputeInfo{} {
+    ort_version_supported = ORT_API_VERSION;
+    CreateState = CreateStateImpl;
+    Compute = ComputeImpl;
+    ReleaseState = ReleaseStateImpl;
+  }
+  static OrtStatus* ORT_API_CALL CreateStateImpl(OrtNodeComputeInfo* self, OrtNodeComputeContext*,
+                                                 void** state) noexcept {
+    *state = self;
+    return nullptr;
+  }
+  static OrtStatus* ORT_API_CALL ComputeImpl(OrtNodeComputeInfo* self, void*, OrtKernelContext* context) noexcept {
+    return compute_attention(static_cast<ComputeInfo*>(self)->cfg, context);
+  }
+  static void ORT_API_CALL ReleaseStateImpl(OrtNodeComputeInfo*, void*) noexcept {}
+};
+
+int index_of(const std::vector<std::string>& names, const std::string& name) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return static_cast<int>(i);
+  return -1;
+}
+
+}  // namespace
+
+Ep::Ep(EpFactory& factory, const OrtLogger* logger) : OrtEp{}, factory_(factory), logger_(logger) {
+  ort_version_supported = ORT_API_VERSION;
+  GetName = GetNameImpl;
+  GetCapability = GetCapabilityImpl;
+  Compile = CompileImpl;
+  ReleaseNodeComputeInfos = ReleaseNodeComputeInfosImpl;
+}
+
+const char* ORT_API_CALL Ep::GetNameImpl(const OrtEp*) noexcept { return kEpName; }
+
+void Ep::log(OrtLoggingLevel level, const std::string& msg) const {
+  if (!logger_) return;
+  if (OrtStatus* s = ort().Logger_LogMessage(logger_, level, msg.c_str(), __FILE__, __LINE__, "FastAttentionEP"))
+    ort().ReleaseStatus(s);
+}
+
+OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* graph,
+                                              OrtEpGraphSupportInfo* support) noexcept {
+  return guarded([&]() -> OrtStatus* {
+    auto* ep = static_cast<Ep*>(this_ptr);
+    size_t n = 0;
+    FASTATTN_RETURN_IF_ERROR(ort().Graph_GetNumNodes(graph, &n));
+    std::vector<const OrtNode*> nodes(n);
+    FASTATTN_RETURN_IF_ERROR(ort().Graph_GetNodes(graph, nodes.data(), n));
+    for (const OrtNode* node : nodes) {
+      NodeView v;
+      FASTATTN_RETURN_IF_ERROR(read_node(node, &v));
+      NodeConfig cfg;
+      if (is_fast_attention(v)) {
+        // A FastAttention node that breaks the contract fails the session here, with the rule.
+        if (auto rule = translate_fast_attention(node, v, &cfg); !rule.empty())
+          return make_error(node_error(kOpType, v.name, rule));
+      } else if (is_onnx_attention(v)) {
+        if (auto why = translate_onnx_attention(node, v, &cfg); !why.empty()) {
+          ep->log(ORT_LOGGING_LEVEL_INFO, "Attention node '" + v.name + "' left to other EPs: " + why);
+          continue;
+        }
+      } else {
+        continue;
+      }
+      // Each node becomes its own fused node: the kernel is the whole computation.
+      OrtNodeFusionOptions options{};
+      options.ort_version_supported = ORT_API_VERSION;
+      FASTATTN_RETURN_IF_ERROR(ort_ep().EpGraphSupportInfo_AddNodesToFuse(support, &node, 1, &options));
+    }
+    return nullptr;
+  });
+}
+
+OrtStatus* ORT_API_CALL Ep::CompileImpl(OrtEp*, const OrtGraph** graphs, const OrtNode** fused_nodes, size_t count,
+                                        OrtNodeComputeInfo** infos, OrtNode** ep_context_nodes) noexcept {
+  for (size_t i = 0; i < count; ++i) infos[i] = nullptr;
+  OrtStatus* status = guarded([&]() -> OrtStatus* {
+    for (size_t g = 0; g < count; ++g) {
+      size_t n = 0;
+      FASTATTN_RETURN_IF_ERROR(ort().Graph_GetNumNodes(graphs[g], &n));
+      if (n != 1) return make_error("FastAttentionEP: expected one node per fused graph, got " + std::to_string(n));
+      const OrtNode* node = nullptr;
+      FASTATTN_RETURN_IF_ERROR(ort().Graph_GetNodes(graphs[g], &node, 1));
+      NodeView v, fused;
+      FASTATTN_RETURN_IF_ERROR(read_node(node, &v));
+      FASTATTN_RETURN_IF_ERROR(read_node(fused_nodes[g], &fused));
+      auto info = std::make_unique<ComputeInfo>();
+      NodeConfig& cfg = info->cfg;
+      const std::string why = is_fast_attention(v) ? translate_fast_attention(node, v, &cfg)
+                                                    : translate_onnx_attention(node, v, &cfg);
+      if (!why.empty()) return make_error(node_error(v.op_type.c_str(), v.name, why));
+      // The fused node lists each distinct value once; find the node's inputs/outputs by name.
+      for (int& idx : cfg.input_index)
+        if (idx >= 0) idx = index_of(fused.input_names, v.input_names[idx]);
+      for (int& idx : cfg.output_index)
+        if (idx >= 0) idx = index_of(fused.output_names, v.output_names[idx]);
+      infos[g] = info.release();
+      if (ep_context_nodes) ep_context_nodes[g] = nullptr;
+    }
+    return nullptr;
+  });
+  if (status) {
+    for (size_t i = 0; i < count; ++i) {
+      delete static_cast<ComputeInfo*>(infos[i]);
+      infos[i] = nullptr;
+    }
+  }
+  return status;
+}
+
+void ORT_API_CALL Ep::ReleaseNodeComputeInfosImpl(OrtEp*, OrtNodeComputeInfo** infos, size_t count) noexcept {
+  for (size_t i = 0; i < count; ++i) delete static_cast<ComputeInfo*>(infos[i]);
+}
+
+}  // namespace fastattn::ep

@@ -1,0 +1,173 @@
+#include "node_translation.h"
+
+namespace fastattn::ep {
+namespace {
+
+OrtStatus* value_info(const OrtValueInfo* vi, TensorInfo* t, std::string* name) {
+  if (!vi) return nullptr;
+  const char* n = nullptr;
+  FASTATTN_RETURN_IF_ERROR(ort().GetValueInfoName(vi, &n));
+  *name = n ? n : "";
+  if (name->empty()) return nullptr;
+  t->present = true;
+  const OrtTypeInfo* type_info = nullptr;
+  FASTATTN_RETURN_IF_ERROR(ort().GetValueInfoTypeInfo(vi, &type_info));
+  const OrtTensorTypeAndShapeInfo* ts = nullptr;
+  if (!type_info) return nullptr;
+  FASTATTN_RETURN_IF_ERROR(ort().CastTypeInfoToTensorInfo(type_info, &ts));
+  if (!ts) return nullptr;
+  FASTATTN_RETURN_IF_ERROR(ort().GetTensorElementType(ts, &t->type));
+  size_t rank = 0;
+  FASTATTN_RETURN_IF_ERROR(ort().GetDimensionsCount(ts, &rank));
+  if (rank == 0) return nullptr;  // unknown shape (no input of the op is a scalar)
+  t->rank = static_cast<int>(rank);
+  t->dims.resize(rank);
+  return ort().GetDimensions(ts, t->dims.data(), rank);
+}
+
+const OrtOpAttr* find_attr(const OrtNode* node, const char* name) {
+  const OrtOpAttr* attr = nullptr;
+  if (OrtStatus* s = ort().Node_GetAttributeByName(node, name, &attr)) {
+    ort().ReleaseStatus(s);  // not in the schema (custom ops declare none)
+    return nullptr;
+  }
+  return attr;
+}
+
+bool attr_int(const OrtNode* node, const char* name, int64_t* out) {
+  const OrtOpAttr* a = find_attr(node, name);
+  size_t n = 0;
+  if (!a) return false;
+  if (OrtStatus* s = ort().ReadOpAttr(a, ORT_OP_ATTR_INT, out, sizeof(*out), &n)) {
+    ort().ReleaseStatus(s);
+    return false;
+  }
+  return true;
+}
+
+bool attr_float(const OrtNode* node, const char* name, float* out) {
+  const OrtOpAttr* a = find_attr(node, name);
+  size_t n = 0;
+  if (!a) return false;
+  if (OrtStatus* s = ort().ReadOpAttr(a, ORT_OP_ATTR_FLOAT, out, sizeof(*out), &n)) {
+    ort().ReleaseStatus(s);
+    return false;
+  }
+  return true;
+}
+
+bool has_input(const NodeView& v, size_t i) { return i < v.input_names.size() && !v.input_names[i].empty(); }
+bool has_output(const NodeView& v, size_t i) { return i < v.output_names.size() && !v.output_names[i].empty(); }
+
+}  // namespace
+
+OrtStatus* read_node(const OrtNode* node, NodeView* v) {
+  const char* s = nullptr;
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetName(node, &s));
+  v->name = s ? s : "";
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetOperatorType(node, &s));
+  v->op_type = s ? s : "";
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetDomain(node, &s));
+  v->domain = s ? s : "";
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetSinceVersion(node, &v->since_version));
+  size_t n = 0;
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetNumInputs(node, &n));
+  std::vector<const OrtValueInfo*> infos(n);
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetInputs(node, infos.data(), n));
+  v->inputs.assign(n, TensorInfo{});
+  v->input_names.assign(n, "");
+  for (size_t i = 0; i < n; ++i) FASTATTN_RETURN_IF_ERROR(value_info(infos[i], &v->inputs[i], &v->input_names[i]));
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetNumOutputs(node, &n));
+  infos.assign(n, nullptr);
+  FASTATTN_RETURN_IF_ERROR(ort().Node_GetOutputs(node, infos.data(), n));
+  v->output_names.assign(n, "");
+  for (size_t i = 0; i < n; ++i) {
+    TensorInfo unused;
+    FASTATTN_RETURN_IF_ERROR(value_info(infos[i], &unused, &v->output_names[i]));
+  }
+  return nullptr;
+}
+
+bool is_fast_attention(const NodeView& v) { return v.domain == kOpDomain && v.op_type == kOpType; }
+bool is_onnx_attention(const NodeView& v) {
+  return (v.domain.empty() || v.domain == "ai.onnx") && v.op_type == "Attention" && v.since_version >= 23;
+}
+
+std::string translate_fast_attention(const OrtNode* node, const NodeView& v, NodeConfig* cfg) {
+  cfg->op_type = kOpType;
+  cfg->name = v.name;
+  OpAttributes& a = cfg->attrs;
+  attr_int(node, "num_heads", &a.num_heads);
+  attr_int(node, "kv_num_heads", &a.kv_num_heads);
+  a.has_scale = attr_float(node, "scale", &a.scale);
+  attr_int(node, "causal", &a.causal);
+  attr_int(node, "window_size", &a.window_size);
+  attr_float(node, "softcap", &a.softcap);
+  if (v.inputs.size() > kNumInputs) return "has " + std::to_string(v.inputs.size()) + " inputs, at most 7 allowed";
+  if (v.output_names.size() > kNumOutputs)
+    return "has " + std::to_string(v.output_names.size()) + " outputs, at most 3 allowed";
+  TensorInfo in[kNumInputs], out[kNumOutputs];
+  for (size_t i = 0; i < v.inputs.size(); ++i) {
+    in[i] = v.inputs[i];
+    cfg->input_index[i] = has_input(v, i) ? static_cast<int>(i) : -1;
+  }
+  for (size_t i = 0; i < v.output_names.size(); ++i) cfg->output_index[i] = has_output(v, i) ? static_cast<int>(i) : -1;
+  return infer_outputs(a, in, out);
+}
+
+std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, NodeConfig* cfg) {
+  cfg->op_type = "Attention";
+  cfg->name = v.name;
+  int64_t mode = 0, is_causal = 0;
+  attr_int(node, "qk_matmul_output_mode", &mode);
+  if (mode != 0) return "qk_matmul_output_mode != 0";
+  if (has_output(v, 3)) return "the qk_matmul_output output is used";
+  if (has_input(v, 6)) return "nonpad_kv_seqlen is given";
+  OpAttributes& a = cfg->attrs;
+  attr_int(node, "q_num_heads", &a.num_heads);
+  attr_int(node, "kv_num_heads", &a.kv_num_heads);
+  a.has_scale = attr_float(node, "scale", &a.scale);
+  attr_int(node, "is_causal", &is_causal);
+  attr_float(node, "softcap", &a.softcap);
+  a.causal = is_causal;
+  a.window_size = -1;
+
+  // Attention's inputs in contract slots: Q, K, V, attn_mask -> attn_bias, past_key, past_value.
+  const int slot_of_input[6] = {kQuery, kKey, kValue, kAttnBias, kPastKey, kPastValue};
+  TensorInfo in[kNumInputs], out[kNumOutputs];
+  for (size_t i = 0; i < v.inputs.size() && i < 6; ++i) {
+    if (!has_input(v, i)) continue;
+    in[slot_of_input[i]] = v.inputs[i];
+    cfg->input_index[slot_of_input[i]] = static_cast<int>(i);
+  }
+  for (size_t i = 0; i < v.output_names.size() && i < 3; ++i) cfg->output_index[i] = has_output(v, i) ? int(i) : -1;
+  const TensorInfo& q = in[kQuery];
+  if (q.rank < 0) return "the query's rank is unknown";
+  if (q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
+      q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
+    return std::string("element type ") + type_name(q.type) + " is not supported";
+  if (q.rank == 3 && (a.num_heads <= 0 || a.kv_num_heads <= 0)) return "3D inputs without q_num_heads/kv_num_heads";
+  const TensorInfo& mask = in[kAttnBias];
+  if (mask.present) {
+    // A float mask is an additive bias exactly. A bool mask differs from us on fully masked
+    // rows, and a mask shorter than S_total is padded by Attention: both stay elsewhere.
+    if (mask.type != q.type) return std::string("attn_mask of type ") + type_name(mask.type) + " (only T is mapped)";
+    if (mask.rank != 2 && mask.rank != 4) return "attn_mask rank is not 2 or 4";
+  }
+  if (auto rule = infer_outputs(a, in, out); !rule.empty()) return rule;
+  if (mask.present) {
+    const int64_t s_total = out[kPresentKey].dims[2];
+    const int64_t last = mask.dims[mask.rank - 1];
+    if (s_total < 0 || last != s_total) return "attn_mask's last dim is not known to equal S_total";
+  }
+  if (a.causal) {
+    // Our causal is bottom-right aligned; ONNX Runtime's CPU Attention is top-left aligned
+    // (checked in tests/test_attention23.py). They agree only when S_q == S_total.
+    const int64_t sq = q.rank == 3 ? q.dims[1] : q.dims[2];
+    const int64_t s_total = out[kPresentKey].dims[2];
+    if (sq < 0 || s_total < 0 || sq != s_total) return "is_causal with S_q != S_total (alignment differs)";
+  }
+  return "";
+}
+
+}  // namespace fastattn::ep

@@ -1,0 +1,100 @@
+"""Finding and registering the ONNX Runtime library (custom ops + plugin EP "FastAttentionEP")."""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+EP_NAME = "FastAttentionEP"
+LIBRARY_NAME = "libfastattn_onnx_ep.so"
+MIN_ORT_VERSION = (1, 27)  # the plugin-EP C API (ORT_API_VERSION 27) the library is built against
+
+_lock = threading.Lock()
+_registered = False
+_openblas_loaded = False
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_onnxruntime():
+    """Returns the onnxruntime module, or raises ImportError saying which version is needed."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("fastattn_onnx needs onnxruntime >= 1.27: pip install 'onnxruntime>=1.27'") from e
+    if _version_tuple(ort.__version__) < MIN_ORT_VERSION:
+        raise ImportError(f"fastattn_onnx needs onnxruntime >= 1.27 (plugin-EP API 27); found {ort.__version__}. "
+                          "Upgrade: pip install -U onnxruntime")
+    return ort
+
+
+def get_library_path() -> str:
+    """Absolute path of libfastattn_onnx_ep.so (the custom-op library and the plugin EP)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, LIBRARY_NAME)]
+    try:  # editable installs keep compiled files beside the _kernels extension, not the sources
+        from . import _kernels
+        candidates.append(os.path.join(os.path.dirname(os.path.abspath(_kernels.__file__)), LIBRARY_NAME))
+    except ImportError:
+        pass
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{LIBRARY_NAME} not found (looked in: {', '.join(candidates)}); reinstall fastattn-onnx")
+
+
+def _preload_openblas() -> None:
+    """The library needs libscipy_openblas; its RPATH covers normal installs, not editable ones."""
+    global _openblas_loaded
+    if _openblas_loaded:
+        return
+    try:
+        import scipy_openblas32 as sob
+    except ImportError:
+        return  # the RPATH may still find it; loading reports a clear error otherwise
+    path = os.path.join(sob.get_lib_dir(), f"lib{sob.get_library()}.so")
+    if os.path.isfile(path):
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        _openblas_loaded = True
+
+
+def get_ep_name() -> str:
+    return EP_NAME
+
+
+def register_custom_ops(session_options) -> None:
+    """Adds the com.fastattention::FastAttention custom op (runs on the CPU EP) to session_options."""
+    check_onnxruntime()
+    _preload_openblas()
+    session_options.register_custom_ops_library(get_library_path())
+
+
+def register_ep() -> bool:
+    """Registers the plugin EP with onnxruntime once per process (thread-safe).
+
+    Returns True when it is registered. After this,
+    InferenceSession(model, providers=["FastAttentionEP", "CPUExecutionProvider"]) uses it.
+    """
+    global _registered
+    with _lock:
+        if _registered:
+            return True
+        ort = check_onnxruntime()
+        _preload_openblas()
+        try:
+            ort.register_execution_provider_library(EP_NAME, get_library_path())
+        except Exception as e:  # another caller in this process may have registered it already
+            if "already registered" not in str(e).lower():
+                raise
+        _registered = True
+        return True
+
+
+def is_registered() -> bool:
+    return _registered

@@ -1,0 +1,231 @@
+"""`python -m fastattn_onnx bench cpu` and `bench model.onnx`: speed and memory against anchors.
+
+Every number is a median over repeats taken round-robin (one run of each contender per round),
+so that load on the machine hits all contenders alike. Ratios are anchor time / our time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+# (S, N, D, causal): the issue's two speed cases plus the non-causal D=64 reference point.
+SPEED_CASES = [(4096, 8, 64, True), (4096, 8, 128, False), (4096, 8, 64, False)]
+MEMORY_SEQ_LENS = [8192, 16384, 32768]
+
+
+@dataclass
+class Case:
+    seq: int
+    heads: int
+    head_dim: int
+    causal: bool
+
+    def __str__(self) -> str:
+        return f"B=1 S={self.seq} N={self.heads} D={self.head_dim} {'causal' if self.causal else 'full'}"
+
+    def attention_flops(self) -> float:
+        full = 4.0 * self.seq * self.seq * self.head_dim * self.heads
+        return full * (self.seq + 1) / (2 * self.seq) if self.causal else full
+
+
+def _session_options(threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def fastattention_session(case: Case, threads: int):
+    """The user's path: a model with one FastAttention node, run with FastAttentionEP."""
+    import onnxruntime as ort
+
+    from . import EP_NAME
+    from .model_builders import fastattention_model
+
+    model = fastattention_model(seq_q=case.seq, seq_kv=case.seq, num_heads=case.heads, head_dim=case.head_dim,
+                                causal=case.causal, layout="3d")
+    return ort.InferenceSession(model.SerializeToString(), _session_options(threads),
+                                providers=[EP_NAME, "CPUExecutionProvider"])
+
+
+def ort_mha_session(case: Case, threads: int, causal_as_bias: bool):
+    """ONNX Runtime's own fused com.microsoft.MultiHeadAttention on its CPU EP."""
+    import onnx.helper as oh
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    hidden = case.heads * case.head_dim
+    inputs = ["q", "k", "v"] + (["", "", "bias"] if causal_as_bias else [])
+    node = oh.make_node("MultiHeadAttention", inputs, ["o"], domain="com.microsoft", num_heads=case.heads,
+                        unidirectional=int(case.causal and not causal_as_bias))
+    vi = [oh.make_tensor_value_info(n, TensorProto.FLOAT, [1, case.seq, hidden]) for n in "qkv"]
+    if causal_as_bias:
+        vi.append(oh.make_tensor_value_info("bias", TensorProto.FLOAT, [1, 1, case.seq, case.seq]))
+    graph = oh.make_graph([node], "mha", vi, [oh.make_tensor_value_info("o", TensorProto.FLOAT, [1, case.seq, hidden])])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 21), oh.make_opsetid("com.microsoft", 1)],
+                          ir_version=10)
+    return ort.InferenceSession(model.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def _median_ms(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def bench_speed(case: Case, threads: int, repeats: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    hidden = case.heads * case.head_dim
+    q, k, v = (rng.standard_normal((1, case.seq, hidden), dtype=np.float32) for _ in range(3))
+    feeds = {"query": q, "key": k, "value": v}
+    ours = fastattention_session(case, threads)
+    qt, kt, vt = (torch.from_numpy(x).view(1, case.seq, case.heads, case.head_dim).transpose(1, 2).contiguous()
+                  for x in (q, k, v))
+
+    def sdpa():
+        with torch.no_grad():
+            return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=case.causal)
+
+    contenders = {"FastAttentionEP": lambda: ours.run(None, feeds)}
+    contenders["torch SDPA"] = sdpa
+    mha = ort_mha_session(case, threads, causal_as_bias=False)
+    mha_feeds = {"q": q, "k": k, "v": v}
+    contenders["ORT MultiHeadAttention"] = lambda: mha.run(None, mha_feeds)
+    if case.causal:  # users can also hand MHA the causal mask as a bias; count the faster of the two
+        mha_b = ort_mha_session(case, threads, causal_as_bias=True)
+        bias_feeds = dict(mha_feeds, bias=np.triu(np.full((case.seq, case.seq), -np.inf, np.float32), 1)[None, None])
+        contenders["ORT MultiHeadAttention(bias)"] = lambda: mha_b.run(None, bias_feeds)
+
+    # Parity first: a fast wrong answer is no answer.
+    ref = sdpa().transpose(1, 2).reshape(1, case.seq, hidden).numpy()
+    err = float(np.abs(contenders["FastAttentionEP"]()[0] - ref).max())
+    for fn in contenders.values():  # warm-up
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            samples[name] += _median_ms(fn, 1)
+    med = {name: statistics.median(ts) for name, ts in samples.items()}
+    return {"case": str(case), "max_abs_err_vs_torch": err, "median_ms": med,
+            "gflops_ours": case.attention_flops() / med["FastAttentionEP"] / 1e6}
+
+
+def _peak_rss_child(seq: int, heads: int, head_dim: int, threads: int, which: str) -> None:
+    """Runs in a fresh process: extra peak RSS (VmHWM) of one call after inputs are in memory."""
+    def hwm_kib() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+    rng = np.random.default_rng(0)
+    case = Case(seq, heads, head_dim, True)
+    x = [rng.standard_normal((1, seq, heads * head_dim), dtype=np.float32) for _ in range(3)]
+    if which == "ours":
+        sess = fastattention_session(case, threads)
+        feeds = dict(zip(("query", "key", "value"), x))
+        call = lambda: sess.run(None, feeds)  # noqa: E731
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        t = [torch.from_numpy(a).view(1, seq, heads, head_dim).transpose(1, 2).contiguous() for a in x]
+        call = lambda: torch.nn.functional.scaled_dot_product_attention(*t, is_causal=True)  # noqa: E731
+    before = hwm_kib()
+    out = call()
+    after = hwm_kib()
+    del out
+    print(json.dumps({"extra_peak_mib": (after - before) / 1024}))
+
+
+def bench_memory(threads: int, heads: int = 8, head_dim: int = 64) -> list[dict]:
+    rows = []
+    for seq in MEMORY_SEQ_LENS:
+        row = {"seq": seq, "output_mib": seq * heads * head_dim * 4 / 2**20}
+        for which in ("ours", "torch"):
+            code = (f"from fastattn_onnx.bench import _peak_rss_child; "
+                    f"_peak_rss_child({seq}, {heads}, {head_dim}, {threads}, {which!r})")
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+            if res.returncode != 0:
+                raise RuntimeError(f"memory child failed: {res.stderr[-2000:]}")
+            row[which] = json.loads(res.stdout.strip().splitlines()[-1])["extra_peak_mib"]
+        rows.append(row)
+    return rows
+
+
+def machine_line(threads: int) -> str:
+    import onnxruntime as ort
+
+    from . import _kernels
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"machine: {cpu}, {os.cpu_count()} cores, threads={threads}, kernel ISA {_kernels.cpu_isa()}, "
+            f"onnxruntime {ort.__version__}")
+
+
+def run_cpu(args) -> int:
+    import torch
+
+    print(machine_line(args.threads) + f", torch {torch.__version__}")
+    cases = SPEED_CASES if not args.quick else [(512, 8, 64, True), (512, 8, 128, False)]
+    results = []
+    for s, n, d, c in cases:
+        r = bench_speed(Case(s, n, d, c), args.threads, args.repeats)
+        results.append(r)
+        med = r["median_ms"]
+        ours = med["FastAttentionEP"]
+        parts = [f"FastAttentionEP {ours:8.1f} ms ({r['gflops_ours']:.0f} GFLOP/s)"]
+        for name, ms in med.items():
+            if name != "FastAttentionEP":
+                parts.append(f"{name} {ms:8.1f} ms ({ms / ours:.2f}x)")
+        print(f"cpu f32 {r['case']}: " + " | ".join(parts) + f" | max|err| vs torch {r['max_abs_err_vs_torch']:.1e}")
+    if args.memory:
+        for row in bench_memory(args.threads):
+            print(f"peak extra memory of one call, B=1 S={row['seq']} N=8 D=64 causal: FastAttentionEP "
+                  f"{row['ours']:.0f} MiB, torch SDPA {row['torch']:.0f} MiB (output alone {row['output_mib']:.0f} MiB)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def run(args) -> int:
+    if args.target == "cpu":
+        return run_cpu(args)
+    from .bench_model import run_model_bench
+
+    return run_model_bench(args.target, seq_len=args.seq_len, batch=args.batch, repeats=args.repeats,
+                           threads=args.threads)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="speed and memory against PyTorch SDPA and ONNX Runtime's own attention")
+    p.add_argument("target", help="'cpu' for the kernel benchmark, or a model.onnx to time before/after convert")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--memory", action="store_true", help="cpu: also the peak extra memory at S=8K..32K")
+    p.add_argument("--quick", action="store_true", help="cpu: short sequences (a smoke run, not the goals)")
+    p.add_argument("--json", help="cpu: write the results here")
+    p.add_argument("--seq-len", type=int, default=4096, help="model: prefill length")
+    p.add_argument("--batch", type=int, default=1, help="model: batch size")
+    p.set_defaults(run=run)
