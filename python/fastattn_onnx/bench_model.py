@@ -57,9 +57,10 @@ def _worker(spec: dict) -> dict:
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     if spec["fused"]:
-        from . import EP_NAME
+        from . import EP_NAME, register_custom_ops
 
         providers = [EP_NAME, "CPUExecutionProvider"]
+        register_custom_ops(options)  # the op's schema, so the model loads (see verify.py)
     if spec.get("profile"):
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(spec["tmpdir"], "profile")

@@ -55,6 +55,7 @@ def _sizes(found: AttentionMatch, probes: list[dict]) -> None:
     if q[1] % kv_heads:
         raise NoMatch(f"{q[1]} query heads do not group over {kv_heads} kv heads")
     found.num_heads, found.kv_num_heads, found.head_size = int(q[1]), int(kv_heads), int(q[3])
+    found.value_head_size = int(v[3])
 
 
 def analyse(model: ir.Model, matches: list[AttentionMatch]) -> list[tuple[AttentionMatch, str]]:

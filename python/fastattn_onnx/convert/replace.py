@@ -1,6 +1,7 @@
 """Put one com.fastattention::FastAttention node in place of each analysed match."""
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 from .. import OP_DOMAIN, OP_TYPE
@@ -30,6 +31,38 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
     return nodes
 
 
+def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, index: int) -> None:
+    """Shape(out) and Shape(Transpose(out)) become Gather(Shape(query), perm): the same numbers
+    (out has the query's [B, H, S, D] shape when Dv == D) without a data dependence on attention,
+    and without relying on the custom op's inferred output shape when ORT folds shapes."""
+    pending = [(output, (0, 1, 2, 3))]
+    k = 0
+    while pending:
+        value, perm = pending.pop()
+        for use in list(value.uses()):
+            node = use.node
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Transpose":
+                inner = tuple(int(p) for p in node.attributes["perm"].value)
+                pending.append((node.outputs[0], tuple(perm[p] for p in inner)))
+            elif node.op_type == "Shape":
+                start = node.attributes.get("start")
+                end = node.attributes.get("end")
+                picked = list(perm)[slice(start.value if start else None, end.value if end else None)]
+                shape = ir.node("Shape", [query], name=f"fastattn_{index}/query_shape_{k}")
+                indices = ir.node("Constant", [], {"value": ir.tensor(np.asarray(picked, np.int64))},
+                                  name=f"fastattn_{index}/shape_perm_{k}")
+                gather = ir.node("Gather", [shape.outputs[0], indices.outputs[0]], {"axis": 0},
+                                 name=f"fastattn_{index}/shape_{k}")
+                for j, new in enumerate((shape, indices, gather)):
+                    new.outputs[0].name = f"fastattn_{index}/shape_{k}_{j}"
+                graph.insert_before(node, [shape, indices, gather])
+                ir.convenience.replace_all_uses_with(node.outputs[0], gather.outputs[0],
+                                                     replace_graph_outputs=True)
+                k += 1
+
+
 def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
     new_nodes = fused_node(found, index)
     fused = new_nodes[-1]
@@ -43,4 +76,6 @@ def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
     old.name = f"{old_name}__replaced"
     new.name = old_name  # keeps graph output names and readable value names
     del was_output
+    if found.value_head_size == found.head_size:
+        _reroute_shape_reads(graph, new, found.query, index)
     return fused

@@ -30,6 +30,7 @@ class AttentionMatch:
     num_heads: int = 0
     kv_num_heads: int = 0
     head_size: int = 0
+    value_head_size: int = 0
     causal: bool = False
     window_size: int = -1
     key_padding_mask: ir.Value | None = None

@@ -73,6 +73,9 @@ def fused_session(path_or_bytes, providers=None, options=None):
     if options is None:
         options = ort.SessionOptions()
         options.log_severity_level = 3
+    # The op's schema comes with the custom-op library; without it ORT 1.31 rejects the model
+    # at load ("not a registered function/op") before the EP is asked. Placement stays the EP's.
+    fastattn_onnx.register_custom_ops(options)
     providers = providers or [fastattn_onnx.EP_NAME, "CPUExecutionProvider"]
     return ort.InferenceSession(path_or_bytes, options, providers=providers)
 
