@@ -21,10 +21,10 @@ from .. import OP_DOMAIN
 from . import analysis, replace, sdpa_decomposed
 from .loading import ConvertError, load_model, save_model
 from .report import ConvertReport, FusedAttention, LeftAlone
-from .verify import VerifyError, VerifyResult, verify as verify_models
+from .verify import VerifyError, VerifyResult, fused_session, verify as verify_models
 
 __all__ = ["convert", "convert_model", "ConvertResult", "ConvertError", "VerifyError",
-           "default_output_path"]
+           "default_output_path", "sample_inputs", "verify_models", "fused_session"]
 
 # The fused op's models stay loadable by older runtimes (ORT 1.31 accepts up to 13).
 MAX_IR_VERSION = 10
@@ -44,6 +44,17 @@ class ConvertResult:
     @property
     def found(self) -> int:
         return self.report.found
+
+
+def sample_inputs(model_path: str, batch: int = 1, seq: int = 128, padded: bool = False,
+                  seed: int = 0) -> dict:
+    """Inputs for running a model side by side: token ids within its vocabulary, an
+    attention_mask (left/right padding in rows 1 and 2 if padded), consistent position ids."""
+    from . import inputs
+
+    plans = inputs.plan_inputs(ir.load(model_path))
+    return inputs.make_inputs(plans, {"batch": batch, "seq": seq, "total": seq, "past": 0},
+                              padded=padded, seed=seed)
 
 
 def default_output_path(input_path: str) -> str:
