@@ -1,0 +1,189 @@
+"""`python -m fastattn_onnx bench model.onnx`: the model's median latency before and after
+conversion, next to onnxruntime.transformers.optimizer's result on the same file.
+
+Each contender runs in its own process, so its peak RSS is its own. The Amdahl bound printed
+with the ratio assumes only attention can shrink: the original's non-attention time (from its
+ORT profile) plus causal-skipping attention FLOPs at the GEMM rate ORT reached on Q @ K^T.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def add_model_bench(subparsers_or_parser) -> argparse.ArgumentParser:
+    """Adds the model-bench arguments (a `bench-model` subcommand if given subparsers)."""
+    if isinstance(subparsers_or_parser, argparse.ArgumentParser):
+        parser = subparsers_or_parser
+    else:
+        parser = subparsers_or_parser.add_parser(
+            "bench-model", help="median latency of a model before/after convert")
+    parser.add_argument("model", help="the .onnx model to time")
+    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.set_defaults(run=lambda a: run_model_bench(a.model, a.seq_len, a.batch, a.repeats,
+                                                      a.threads))
+    return parser
+
+
+def _feeds(model_path: str, batch: int, seq_len: int) -> dict:
+    import onnx_ir as ir
+
+    from .convert import inputs
+
+    plans = inputs.plan_inputs(ir.load(model_path))
+    sizes = {"batch": batch, "seq": seq_len, "total": seq_len, "past": 0}
+    return inputs.make_inputs(plans, sizes, padded=False)
+
+
+def _worker(spec: dict) -> dict:
+    """Time one contender in this process (runs in a child; see _run_worker)."""
+    import resource
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec["threads"]
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if spec["fused"]:
+        from . import EP_NAME, register_custom_ops
+
+        providers = [EP_NAME, "CPUExecutionProvider"]
+        register_custom_ops(options)  # the op's schema, so the model loads (see verify.py)
+    if spec.get("profile"):
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(spec["tmpdir"], "profile")
+    session = ort.InferenceSession(spec["path"], options, providers=providers)
+    feeds = _feeds(spec["path"], spec["batch"], spec["seq_len"])
+    needed = {i.name for i in session.get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in needed}
+    session.run(None, feeds)  # warm-up
+    times = []
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    result = {"median_s": statistics.median(times), "times_s": times,
+              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if spec.get("profile"):
+        with open(session.end_profiling(), encoding="utf-8") as f:
+            events = json.load(f)
+        per_node: dict[str, float] = {}
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                name = event["name"][: -len("_kernel_time")]
+                per_node[name] = per_node.get(name, 0.0) + event["dur"] * 1e-6
+        runs = spec["repeats"] + 1
+        result["node_s"] = {k: v / runs for k, v in per_node.items()}
+        del np
+    return result
+
+
+def _run_worker(spec: dict) -> dict:
+    command = [sys.executable, "-m", "fastattn_onnx.bench_model", "--worker", json.dumps(spec)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else
+                           f"worker exited {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ort_optimized(model_path: str, report, out_path: str) -> tuple[str | None, int, str]:
+    """onnxruntime.transformers.optimizer's version of the file, given what convert inferred."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    if not report.fused:
+        return None, 0, "nothing to tell it (no attention found)"
+    first = report.fused[0]
+    model_type = "gpt2" if first.causal else "bert"
+    try:
+        optimized = optimize_model(model_path, model_type=model_type, num_heads=first.num_heads,
+                                   hidden_size=first.num_heads * first.head_size, opt_level=1)
+    except Exception as error:  # its fusions raise on shapes they do not know
+        return None, 0, f"optimize_model raised {type(error).__name__}: {error}"
+    fused = sum(1 for n in optimized.model.graph.node
+                if n.op_type in ("Attention", "MultiHeadAttention", "GroupQueryAttention"))
+    optimized.save_model_to_file(out_path)
+    return out_path, fused, f"model_type={model_type}"
+
+
+def _amdahl_bound(original: dict, converted_nodes: set[str], report, batch: int, seq: int):
+    """(bound on the end-to-end ratio, attention seconds in the original) from its profile."""
+    node_s = original.get("node_s") or {}
+    removed = {k: v for k, v in node_s.items() if k not in converted_nodes}
+    attention_s = sum(removed.values())
+    matmul_s = sum(v for k, v in removed.items() if "matmul" in k.lower())
+    flops = sum(4.0 * batch * f.num_heads * seq * seq * f.head_size for f in report.fused)
+    if not matmul_s or not flops:
+        return None, attention_s
+    rate = flops / matmul_s
+    causal_fraction = (seq + 1) / (2 * seq) if all(f.causal for f in report.fused) else 1.0
+    ideal = flops * causal_fraction / rate
+    total = original["median_s"]
+    return total / (total - attention_s + ideal), attention_s
+
+
+def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeats: int = 5,
+                    threads: int = 2) -> int:
+    import onnx
+
+    from .convert import convert
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        converted_path = os.path.join(tmpdir, "converted.onnx")
+        result = convert(model_path, converted_path, verify=True)
+        report = result.report
+        print(f"model: {model_path}  B={batch} S={seq_len} threads={threads} repeats={repeats}")
+        print(f"convert: {report.found} attention subgraph(s) found, {len(report.fused)} fused; "
+              f"{result.verify.summary() if result.verify else 'not verified'}")
+        optimized_path, ort_fused, how = _ort_optimized(
+            model_path, report, os.path.join(tmpdir, "ort_optimized.onnx"))
+        base = dict(batch=batch, seq_len=seq_len, repeats=repeats, threads=threads, tmpdir=tmpdir)
+        rows = [("original (CPU EP)", _run_worker({**base, "path": model_path, "fused": False,
+                                                    "profile": True}))]
+        if optimized_path:
+            rows.append((f"ORT optimizer, {ort_fused} fused (CPU EP)",
+                         _run_worker({**base, "path": optimized_path, "fused": False})))
+        else:
+            print(f"ORT optimizer: skipped ({how})")
+        rows.append((f"converted, {len(report.fused)} fused (FastAttentionEP)",
+                     _run_worker({**base, "path": converted_path, "fused": True})))
+        converted_nodes = {n.name for n in onnx.load(converted_path, load_external_data=False).graph.node}
+    for label, row in rows:
+        print(f"{label:<44} median {row['median_s'] * 1e3:9.1f} ms   peak RSS {row['peak_rss_gib']:.2f} GiB")
+    ours = rows[-1][1]["median_s"]
+    print(f"speed-up vs original: {rows[0][1]['median_s'] / ours:.2f}x")
+    if optimized_path:
+        print(f"speed-up vs ORT optimizer: {rows[1][1]['median_s'] / ours:.2f}x")
+    bound, attention_s = _amdahl_bound(rows[0][1], converted_nodes, report, batch, seq_len)
+    if bound:
+        print(f"attention share of the original: {attention_s * 1e3:.1f} ms of "
+              f"{rows[0][1]['median_s'] * 1e3:.1f} ms; Amdahl bound on the ratio "
+              f"(causal attention at ORT's GEMM rate): {bound:.2f}x")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        print(json.dumps(_worker(json.loads(argv[1]))))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m fastattn_onnx.bench_model")
+    add_model_bench(parser)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

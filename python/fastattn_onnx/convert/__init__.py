@@ -1,0 +1,155 @@
+"""Rewrite the attention of exported ONNX models into com.fastattention::FastAttention.
+
+    from fastattn_onnx.convert import convert
+    result = convert("model.onnx")          # writes model.fa.onnx, verified in ONNX Runtime
+    print(result.report.summary())
+
+Everything the rewrite needs (head counts, head size, scale, what each mask means) comes from
+the file itself: graph constants, and the model's own values on a few probe inputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+
+import onnx_ir as ir
+import onnx_ir.passes.common as ir_passes
+
+from .. import OP_DOMAIN
+from . import analysis, replace, sdpa_decomposed
+from .loading import ConvertError, load_model, save_model
+from .report import ConvertReport, FusedAttention, LeftAlone
+from .verify import VerifyError, VerifyResult, fused_session, verify as verify_models
+
+__all__ = ["convert", "convert_model", "ConvertResult", "ConvertError", "VerifyError",
+           "default_output_path", "sample_inputs", "verify_models", "fused_session"]
+
+# The fused op's models stay loadable by older runtimes (ORT 1.31 accepts up to 13).
+MAX_IR_VERSION = 10
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    model: ir.Model
+    report: ConvertReport
+    output_path: str | None
+    verify: VerifyResult | None
+
+    @property
+    def fused(self) -> int:
+        return len(self.report.fused)
+
+    @property
+    def found(self) -> int:
+        return self.report.found
+
+
+def sample_inputs(model_path: str, batch: int = 1, seq: int = 128, padded: bool = False,
+                  seed: int = 0) -> dict:
+    """Inputs for running a model side by side: token ids within its vocabulary, an
+    attention_mask (left/right padding in rows 1 and 2 if padded), consistent position ids."""
+    from . import inputs
+
+    plans = inputs.plan_inputs(ir.load(model_path))
+    return inputs.make_inputs(plans, {"batch": batch, "seq": seq, "total": seq, "past": 0},
+                              padded=padded, seed=seed)
+
+
+def default_output_path(input_path: str) -> str:
+    root, ext = os.path.splitext(input_path)
+    return f"{root}.fa{ext or '.onnx'}"
+
+
+def _progress(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"[convert] {message}", flush=True)
+
+
+def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
+    """Rewrite `model` in place; returns what was found, fused and left alone."""
+    report = ConvertReport()
+    graph = model.graph
+    matches, skipped = sdpa_decomposed.find(graph)
+    report.found = len(matches) + len(skipped)
+    report.left += [LeftAlone(name, reason) for name, reason in skipped]
+    _progress(progress, f"{len(matches)} attention pattern(s) matched; probing sizes and masks")
+    rejected = analysis.analyse(model, matches)
+    rejected_ids = {id(found) for found, _ in rejected}
+    report.left += [LeftAlone(found.name, reason) for found, reason in rejected]
+    nodes_before = sum(1 for _ in graph)
+    for index, found in enumerate(m for m in matches if id(m) not in rejected_ids):
+        fused = replace.replace(graph, found, index)
+        report.fused.append(FusedAttention(
+            node=fused.name, source="decomposed", num_heads=found.num_heads,
+            kv_num_heads=found.kv_num_heads, head_size=found.head_size, causal=found.causal,
+            window_size=found.window_size,
+            key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
+            attn_bias=found.attn_bias.name if found.attn_bias else None,
+            kv_repeat_removed=found.repeat_kind))
+    if report.fused:
+        ir_passes.RemoveUnusedNodesPass()(model)
+        model.opset_imports.setdefault(OP_DOMAIN, 1)
+        if model.ir_version is None or model.ir_version > MAX_IR_VERSION:
+            model.ir_version = MAX_IR_VERSION
+    report.removed_nodes = nodes_before - sum(1 for _ in graph)
+    return report
+
+
+def _verify_sizes(report: ConvertReport) -> dict | None:
+    """Long enough that a fused sliding window is really exercised (and not a multiple of 16)."""
+    window = max((f.window_size for f in report.fused), default=-1)
+    if window <= 0:
+        return None
+    seq = window + 7
+    return {"seq": seq + 1 if seq % 16 == 0 else seq}
+
+
+def convert(model_or_path, output_path: str | None = None, verify: bool = True,
+            report_path: str | None = None, progress: bool = False,
+            verify_sizes: dict | None = None) -> ConvertResult:
+    """Convert a model file (or an onnx.ModelProto / onnx_ir.Model) and write the result.
+
+    With a path, the output defaults to `<name>.fa.onnx` beside it; the input is never
+    overwritten. The output appears only once conversion (and verification, if on) succeeded.
+    """
+    started = time.perf_counter()
+    input_path = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else None
+    if input_path is not None:
+        input_path = os.fspath(input_path)
+        output_path = output_path or default_output_path(input_path)
+        if os.path.abspath(output_path) == os.path.abspath(input_path):
+            raise ConvertError("the output path is the input file; refusing to overwrite it")
+    _progress(progress, f"loading {input_path or 'model'}")
+    model = load_model(model_or_path)
+    report = convert_model(model, progress=progress)
+    report.input_path, report.output_path = input_path, output_path
+    result = ConvertResult(model, report, output_path, None)
+    if output_path is None and not verify:
+        return result
+    with tempfile.TemporaryDirectory() as scratch:
+        original_path = input_path
+        if original_path is None:  # verification runs from files
+            original_path = os.path.join(scratch, "original.onnx")
+            save_model(load_model(model_or_path), original_path)
+        target = output_path or os.path.join(scratch, "converted.onnx")
+        _progress(progress, f"writing {target}")
+        pending = save_model(model, target, atomic=True, commit=False)
+        try:
+            if verify and report.fused:
+                _progress(progress, "verifying in ONNX Runtime")
+                result.verify = verify_models(original_path, pending.path,
+                                              verify_sizes or _verify_sizes(report))
+                report.verify = {"summary": result.verify.summary(),
+                                 "outputs": [dataclasses.asdict(c) for c in result.verify.outputs],
+                                 "providers": result.verify.converted_providers}
+                if not result.verify.ok:
+                    raise VerifyError(result.verify)
+            pending.commit()
+        finally:
+            pending.discard()
+    if report_path:
+        report.write_json(report_path)
+    _progress(progress, f"done in {time.perf_counter() - started:.1f} s")
+    return result

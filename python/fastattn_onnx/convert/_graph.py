@@ -1,0 +1,94 @@
+"""Small onnx-ir helpers shared by the pattern modules."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value as a NumPy array if it is an initializer or a Constant node's output."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is None or node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for name, attr in node.attributes.items():
+        if name == "value":
+            return attr.value.numpy()
+        if name in ("value_float", "value_int"):
+            return np.asarray(attr.value)
+        if name in ("value_floats", "value_ints"):
+            return np.asarray(list(attr.value))
+    return None
+
+
+def scalar(value: ir.Value | None) -> float | None:
+    """A one-element constant as a Python float, else None."""
+    array = constant_array(value)
+    if array is None or array.size != 1:
+        return None
+    return float(array.reshape(()))
+
+
+def producer_op(value: ir.Value | None, *op_types: str) -> ir.Node | None:
+    """The producing node of `value` if it is a default-domain node of one of `op_types`."""
+    if value is None:
+        return None
+    node = value.producer()
+    if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in op_types:
+        return None
+    return node
+
+
+def int_attr(node: ir.Node, name: str, default=None):
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def ints_attr(node: ir.Node, name: str) -> tuple[int, ...] | None:
+    attr = node.attributes.get(name)
+    return None if attr is None else tuple(int(x) for x in attr.value)
+
+
+def axes_of(node: ir.Node) -> tuple[int, ...] | None:
+    """Unsqueeze/Squeeze axes whether given as attribute (opset < 13) or input."""
+    attr = ints_attr(node, "axes")
+    if attr is not None:
+        return attr
+    if len(node.inputs) > 1:
+        array = constant_array(node.inputs[1])
+        if array is not None:
+            return tuple(int(x) for x in array.reshape(-1))
+    return None
+
+
+def only_consumer(value: ir.Value) -> ir.Node | None:
+    """The single node reading `value`, or None if it has several readers or is a graph output."""
+    uses = list(value.uses())
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node
+
+
+def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
+    """Nodes computing `values` and the graph-input names they read."""
+    seen: set[int] = set()
+    nodes: list[ir.Node] = []
+    inputs: set[str] = set()
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if value is None:
+            continue
+        if value.is_graph_input():
+            inputs.add(value.name)
+            continue
+        node = value.producer()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        stack.extend(node.inputs)
+    return nodes, inputs

@@ -1,0 +1,136 @@
+"""Random inputs that respect what each graph input means (ids, masks, positions, floats)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx_ir as ir
+
+# Dynamic dims get sizes that are not multiples of 16, so tiling edge cases are exercised.
+DEFAULT_DIMS = {"batch": 3, "seq": 13, "past": 5, "total": 18}
+FALLBACK_DIM = 11
+
+
+@dataclasses.dataclass
+class InputPlan:
+    """How to fill one graph input."""
+
+    name: str
+    kind: str  # "ids", "mask", "positions", "token_types", "float", "int", "bool"
+    dtype: np.dtype
+    dims: list  # ints or symbolic names
+    vocab: int = 0
+
+
+def _kind(value: ir.Value) -> str:
+    name = value.name.lower()
+    dtype = value.dtype
+    if dtype is not None and dtype.is_floating_point():
+        return "float"
+    if dtype == ir.DataType.BOOL:
+        return "mask" if "mask" in name else "bool"
+    if "mask" in name:
+        return "mask"
+    if "position" in name:
+        return "positions"
+    if "token_type" in name or "segment" in name:
+        return "token_types"
+    if "ids" in name or _embedding_rows(value):
+        return "ids"
+    return "int"
+
+
+def _embedding_rows(value: ir.Value) -> int:
+    """Rows of the embedding table gathered by `value` (0 if it indexes none)."""
+    for use in value.uses():
+        node = use.node
+        if node.op_type == "Gather" and use.idx == 1 and node.inputs[0] is not None:
+            table = node.inputs[0]
+            if table.shape is not None and isinstance(table.shape[0], int):
+                return int(table.shape[0])
+    return 0
+
+
+def plan_inputs(model: ir.Model) -> list[InputPlan]:
+    plans = []
+    initializer_names = set(model.graph.initializers)
+    for value in model.graph.inputs:
+        if value.name in initializer_names:
+            continue
+        dims = []
+        for i, dim in enumerate(value.shape or []):
+            if isinstance(dim, int):
+                dims.append(dim)
+            else:
+                dims.append(dim.value if dim.value else f"?{value.name}:{i}")
+        kind = _kind(value)
+        dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        plans.append(InputPlan(value.name, kind, dtype, dims, _embedding_rows(value) or 100))
+    return plans
+
+
+def _dim_size(dim, sizes: dict) -> int:
+    if isinstance(dim, int):
+        return dim
+    key = dim.lower()
+    if key in sizes:
+        return sizes[key]
+    for word, size in sizes.items():
+        if word in key:
+            return size
+    return FALLBACK_DIM
+
+
+def padding_mask(batch: int, seq: int, dtype, rng: np.random.Generator) -> np.ndarray:
+    """Ones, with left padding in one row and right padding in another (never a fully padded row)."""
+    mask = np.ones((batch, seq), dtype=np.int64)
+    if seq >= 4:
+        pad = max(1, seq // 4)
+        if batch >= 2:
+            mask[1, :pad] = 0  # left padding
+        if batch >= 3:
+            mask[2, seq - pad:] = 0  # right padding
+    return mask.astype(dtype)
+
+
+def make_inputs(plans: list[InputPlan], sizes: dict | None = None, padded: bool = True,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    sizes = {**DEFAULT_DIMS, **(sizes or {})}
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    masks = []
+    for plan in plans:
+        shape = [_dim_size(d, sizes) for d in plan.dims]
+        if plan.kind == "ids":
+            feeds[plan.name] = rng.integers(0, plan.vocab, size=shape).astype(plan.dtype)
+        elif plan.kind == "mask" and len(shape) == 2:
+            mask = padding_mask(*shape, plan.dtype, rng) if padded else np.ones(shape, plan.dtype)
+            feeds[plan.name] = mask
+            masks.append(mask)
+        elif plan.kind in ("mask", "bool"):
+            feeds[plan.name] = np.ones(shape, plan.dtype)
+        elif plan.kind == "token_types":
+            feeds[plan.name] = np.zeros(shape, plan.dtype)
+        elif plan.kind == "float":
+            feeds[plan.name] = rng.standard_normal(shape).astype(plan.dtype)
+        else:
+            feeds[plan.name] = rng.integers(0, 2, size=shape).astype(plan.dtype)
+    for plan in plans:  # positions follow the mask: left padding shifts them
+        if plan.kind == "positions":
+            shape = [_dim_size(d, sizes) for d in plan.dims]
+            if masks and masks[0].shape[-1] >= shape[-1]:
+                mask = masks[0][..., -shape[-1]:].astype(np.int64)
+                positions = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
+                positions = np.broadcast_to(positions, shape)
+            else:
+                positions = np.broadcast_to(np.arange(shape[-1]), shape)
+            feeds[plan.name] = np.ascontiguousarray(positions).astype(plan.dtype)
+    return feeds
+
+
+def row_validity(plans: list[InputPlan], feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+    """[B, S] bool: which token positions are real (not padding), from the first 2D mask input."""
+    for plan in plans:
+        if plan.kind == "mask" and feeds[plan.name].ndim == 2:
+            return feeds[plan.name] != 0
+    return None

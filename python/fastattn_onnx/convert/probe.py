@@ -1,0 +1,54 @@
+"""Run the original model in ONNX Runtime and read intermediate values (shapes, masks)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx_ir as ir
+
+# Above this size the probe copy goes through a temp file with external data.
+_IN_MEMORY_LIMIT = 1_500_000_000
+
+
+def _session(model: ir.Model, tmpdir: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Intermediate values are read exactly as the graph defines them.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None)
+    if size < _IN_MEMORY_LIMIT:
+        data = ir.to_proto(model).SerializeToString()
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    path = os.path.join(tmpdir, "probe.onnx")
+    ir.save(model, path, external_data="probe.onnx.data")
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def read_values(model: ir.Model, values: list[ir.Value],
+                feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """For each feed dict, the arrays of `values` (by name) computed by the original model."""
+    graph = model.graph
+    added = []
+    for i, value in enumerate(values):
+        if value.name is None:
+            value.name = f"fastattn_probe_{i}"
+        if not value.is_graph_output() and value not in added:
+            added.append(value)
+    graph.outputs.extend(added)
+    try:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            session = _session(model, tmpdir)
+    finally:
+        for _ in added:
+            graph.outputs.pop()
+    names = list(dict.fromkeys(v.name for v in values))
+    results = []
+    for feeds in feeds_list:
+        needed = {i.name for i in session.get_inputs()}
+        arrays = session.run(names, {k: v for k, v in feeds.items() if k in needed})
+        results.append(dict(zip(names, arrays)))
+    return results

@@ -1,0 +1,81 @@
+"""Put one com.fastattention::FastAttention node in place of each analysed match."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from .. import OP_DOMAIN, OP_TYPE
+from .sdpa_decomposed import AttentionMatch
+
+
+def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
+    """The new nodes (a layout Transpose if the key is [B, S, H, D], then FastAttention)."""
+    nodes = []
+    key = found.key
+    if found.key_layout == "bshd":
+        transpose = ir.node("Transpose", [key], {"perm": [0, 2, 1, 3]},
+                            name=f"fastattn_{index}/key_to_bhsd")
+        transpose.outputs[0].name = f"fastattn_{index}/key_bhsd"
+        nodes.append(transpose)
+        key = transpose.outputs[0]
+    attributes = {"num_heads": found.num_heads, "kv_num_heads": found.kv_num_heads,
+                  "scale": float(found.scale), "causal": int(found.causal)}
+    if found.window_size > 0:
+        attributes["window_size"] = int(found.window_size)
+    inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask]
+    while inputs[-1] is None:
+        inputs.pop()
+    node = ir.node(OP_TYPE, inputs, attributes, domain=OP_DOMAIN, version=1,
+                   name=f"fastattn_{index}/FastAttention")
+    nodes.append(node)
+    return nodes
+
+
+def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, index: int) -> None:
+    """Shape(out) and Shape(Transpose(out)) become Gather(Shape(query), perm): the same numbers
+    (out has the query's [B, H, S, D] shape when Dv == D) without a data dependence on attention,
+    and without relying on the custom op's inferred output shape when ORT folds shapes."""
+    pending = [(output, (0, 1, 2, 3))]
+    k = 0
+    while pending:
+        value, perm = pending.pop()
+        for use in list(value.uses()):
+            node = use.node
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Transpose":
+                inner = tuple(int(p) for p in node.attributes["perm"].value)
+                pending.append((node.outputs[0], tuple(perm[p] for p in inner)))
+            elif node.op_type == "Shape":
+                start = node.attributes.get("start")
+                end = node.attributes.get("end")
+                picked = list(perm)[slice(start.value if start else None, end.value if end else None)]
+                shape = ir.node("Shape", [query], name=f"fastattn_{index}/query_shape_{k}")
+                indices = ir.node("Constant", [], {"value": ir.tensor(np.asarray(picked, np.int64))},
+                                  name=f"fastattn_{index}/shape_perm_{k}")
+                gather = ir.node("Gather", [shape.outputs[0], indices.outputs[0]], {"axis": 0},
+                                 name=f"fastattn_{index}/shape_{k}")
+                for j, new in enumerate((shape, indices, gather)):
+                    new.outputs[0].name = f"fastattn_{index}/shape_{k}_{j}"
+                graph.insert_before(node, [shape, indices, gather])
+                ir.convenience.replace_all_uses_with(node.outputs[0], gather.outputs[0],
+                                                     replace_graph_outputs=True)
+                k += 1
+
+
+def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
+    new_nodes = fused_node(found, index)
+    fused = new_nodes[-1]
+    old = found.output
+    new = fused.outputs[0]
+    new.type, new.shape = old.type, old.shape
+    graph.insert_before(found.pv_matmul, new_nodes)
+    was_output = old.is_graph_output()
+    old_name = old.name
+    ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+    old.name = f"{old_name}__replaced"
+    new.name = old_name  # keeps graph output names and readable value names
+    del was_output
+    if found.value_head_size == found.head_size:
+        _reroute_shape_reads(graph, new, found.query, index)
+    return fused

@@ -1,0 +1,67 @@
+"""What the converter found, fused and left alone (and why), as text and JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+
+@dataclasses.dataclass
+class FusedAttention:
+    node: str
+    source: str  # which pattern family
+    num_heads: int
+    kv_num_heads: int
+    head_size: int
+    causal: bool
+    window_size: int
+    key_padding_mask: str | None
+    attn_bias: str | None
+    kv_repeat_removed: str | None = None
+    kv_cache: bool = False
+
+
+@dataclasses.dataclass
+class LeftAlone:
+    node: str
+    reason: str
+
+
+@dataclasses.dataclass
+class ConvertReport:
+    input_path: str | None = None
+    output_path: str | None = None
+    found: int = 0
+    fused: list[FusedAttention] = dataclasses.field(default_factory=list)
+    left: list[LeftAlone] = dataclasses.field(default_factory=list)
+    removed_nodes: int = 0
+    verify: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def write_json(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    def summary(self) -> str:
+        lines = [f"attention subgraphs: {self.found} found, {len(self.fused)} fused, "
+                 f"{len(self.left)} left alone; {self.removed_nodes} nodes removed"]
+        for f in self.fused:
+            mask = []
+            if f.causal:
+                mask.append("causal")
+            if f.window_size > 0:
+                mask.append(f"window {f.window_size}")
+            if f.key_padding_mask:
+                mask.append(f"key padding from {f.key_padding_mask}")
+            if f.attn_bias:
+                mask.append("additive bias")
+            lines.append(f"  fused {f.node} [{f.source}]: {f.num_heads} heads, "
+                         f"{f.kv_num_heads} kv heads, head size {f.head_size}; "
+                         f"{', '.join(mask) or 'no mask'}"
+                         + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else ""))
+        for item in self.left:
+            lines.append(f"  left {item.node}: {item.reason}")
+        if self.verify is not None:
+            lines.append(f"  {self.verify.get('summary', '')}")
+        return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""`python -m fastattn_onnx convert` on files that are not what it expects."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fastattn_onnx.convert import ConvertError, convert, default_output_path
+
+
+def _cli(*args):
+    """The convert subcommand through the same add_parser/run that __main__ uses."""
+    return subprocess.run([sys.executable, "-m", "fastattn_onnx.convert_cli", *args],
+                          capture_output=True, text=True)
+
+
+def test_main_entry_point_has_convert(mlp_path):
+    for sibling in ("bench", "demo", "doctor"):  # __main__ imports every subcommand module
+        if importlib.util.find_spec(f"fastattn_onnx.{sibling}") is None:
+            pytest.skip(f"fastattn_onnx.{sibling} is not in this branch yet")
+    done = subprocess.run([sys.executable, "-m", "fastattn_onnx", "convert", mlp_path,
+                           "--no-verify"], capture_output=True, text=True)
+    assert done.returncode == 0 and "0 found" in done.stdout, done.stderr
+
+
+@pytest.fixture()
+def mlp_path(tmp_path):
+    """A model without attention: MatMul -> Relu -> MatMul."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_model_without_attention_comes_back_unchanged(mlp_path, tmp_path):
+    done = _cli(mlp_path, "--report", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert "0 found" in done.stdout
+    out = onnx.load(default_output_path(mlp_path))
+    original = onnx.load(mlp_path)
+    assert [(n.op_type, list(n.input), list(n.output)) for n in out.graph.node] == \
+           [(n.op_type, list(n.input), list(n.output)) for n in original.graph.node]
+    assert os.path.exists(tmp_path / "r.json")
+
+
+def test_never_overwrites_the_input(mlp_path):
+    with pytest.raises(ConvertError, match="overwrite"):
+        convert(mlp_path, mlp_path)
+    done = _cli(mlp_path, "-o", mlp_path)
+    assert done.returncode != 0 and "overwrite" in done.stderr
+
+
+def _malformed(kind: str, tmp_path, mlp_path) -> str:
+    path = tmp_path / f"{kind}.onnx"
+    data = open(mlp_path, "rb").read()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "not_onnx":
+        path.write_text("this is not a model\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "opset_too_new":
+        model = onnx.load(mlp_path)
+        model.opset_import[0].version = onnx.defs.onnx_opset_version() + 5
+        onnx.save(model, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not_onnx", "empty", "opset_too_new"])
+def test_malformed_file_clear_error_nothing_written(kind, tmp_path, mlp_path):
+    bad = _malformed(kind, tmp_path, mlp_path)
+    before = set(os.listdir(tmp_path))
+    done = _cli(bad)
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert set(os.listdir(tmp_path)) == before
+    with pytest.raises(ConvertError):
+        convert(bad)
+
+
+def test_missing_file(tmp_path):
+    done = _cli(str(tmp_path / "nope.onnx"))
+    assert done.returncode != 0 and "no such file" in done.stderr
