@@ -148,6 +148,8 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
   TilePlan plan;
   plan.params = &p;
   plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v);
+  if (const char* e = std::getenv("FASTATTN_TUNE_BQ")) plan.traits.block_q = std::atoll(e);  // TUNING ONLY
+  if (const char* e = std::getenv("FASTATTN_TUNE_BK")) plan.traits.block_k = std::atoll(e);  // TUNING ONLY
   plan.scratch = scratch_layout(p, plan.traits);
 
   // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.

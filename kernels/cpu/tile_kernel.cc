@@ -77,16 +77,13 @@ inline float max_of(const float* __restrict x, int64_t n_pad) {
   return m;
 }
 
-// x[c] = exp(x[c] - shift); returns the sum.
-inline float exp_shifted_sum(float* __restrict x, int64_t n_pad, float shift) {
+// x[c] = exp(a * x[c] - shift) (an FMA before the exp; the argument is <= 0); returns the sum.
+inline float exp_sum(float* __restrict x, int64_t n_pad, float a, float shift) {
+  for (int64_t c = 0; c < n_pad; ++c) x[c] = exp_approx(a * x[c] - shift);
   float acc[kLanes];
   for (int64_t l = 0; l < kLanes; ++l) acc[l] = 0.f;
   for (int64_t c = 0; c < n_pad; c += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const float e = exp_approx(x[c + l] - shift);
-      x[c + l] = e;
-      acc[l] += e;
-    }
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += x[c + l];
   float s = 0.f;
   for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
   return s;
@@ -108,7 +105,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   float* const acc = scratch + sl.out;
   float* const row_max = scratch + sl.row_max;
   float* const row_sum = scratch + sl.row_sum;
-  float* const row_tile = scratch + sl.row_tile;
+  float* const row_tile = scratch + sl.row_tile;  // per row: the rescale factor of this tile
   float* const key_mask = scratch + sl.key_mask;
 
   const FloatRows q = float_rows(p.q, t, b, h, q0, mq, D, scratch + sl.q);
@@ -158,29 +155,30 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     if (padding_mixed)
       for (int64_t c = 0; c < nk; ++c) key_mask[c] = key_visible(p, b, j0 + c) ? 0.f : kNegInf;
 
-    // Scores -> this tile's row maxima (masked entries become -inf; the padding columns too).
-    for (int64_t r = 0; r < mq; ++r) {
-      float* __restrict x = scores + r * ld_s;
-      for (int64_t c = 0; c < nk; ++c) x[c] *= scale;
-      if (softcap > 0.f)
-        for (int64_t c = 0; c < nk; ++c) x[c] = softcap * tanh_approx(x[c] * inv_softcap);
-      if (p.bias) add_bias_row(x, p.bias, bias_row0 + r * p.bias_row_stride + j0 * p.bias_col_stride, p.bias_col_stride, nk, t);
-      if (padding_mixed)
-        for (int64_t c = 0; c < nk; ++c) x[c] += key_mask[c];
-      if (!structural_full) {
-        const int64_t lo = imin(imax(lo_of(q0 + r) - j0, 0), nk), hi = imax(imin(hi_of(q0 + r) - j0, nk), lo);
-        for (int64_t c = 0; c < lo; ++c) x[c] = kNegInf;
-        for (int64_t c = hi; c < nk; ++c) x[c] = kNegInf;
-      }
-      for (int64_t c = nk; c < n_pad; ++c) x[c] = kNegInf;
-      row_tile[r] = max_of(x, n_pad);
-    }
-
-    // Online softmax: P = exp(S - m_new), l = l * e^(m_old - m_new) + rowsum(P).
+    // Fast path (a fully visible tile, no bias, no softcap): the raw scores stay as they are and
+    // the scale is folded into the exp's argument, so each score is touched by max and exp only.
+    const bool plain = scale > 0.f && softcap <= 0.f && !p.bias && !padding_mixed && structural_full;
+    const float a = plain ? scale : 1.f;
     bool any_visible = false;
     for (int64_t r = 0; r < mq; ++r) {
       float* __restrict x = scores + r * ld_s;
-      const float m_old = row_max[r], m_new = row_tile[r] > m_old ? row_tile[r] : m_old;
+      for (int64_t c = nk; c < n_pad; ++c) x[c] = kNegInf;  // padding columns vanish in exp
+      if (!plain) {  // logits = softcap(scale * s) + bias, -inf where the tiling-mask hides a key
+        for (int64_t c = 0; c < nk; ++c) x[c] *= scale;
+        if (softcap > 0.f)
+          for (int64_t c = 0; c < nk; ++c) x[c] = softcap * tanh_approx(x[c] * inv_softcap);
+        if (p.bias) add_bias_row(x, p.bias, bias_row0 + r * p.bias_row_stride + j0 * p.bias_col_stride, p.bias_col_stride, nk, t);
+        if (padding_mixed)
+          for (int64_t c = 0; c < nk; ++c) x[c] += key_mask[c];
+        if (!structural_full) {
+          const int64_t lo = imin(imax(lo_of(q0 + r) - j0, 0), nk), hi = imax(imin(hi_of(q0 + r) - j0, nk), lo);
+          for (int64_t c = 0; c < lo; ++c) x[c] = kNegInf;
+          for (int64_t c = hi; c < nk; ++c) x[c] = kNegInf;
+        }
+      }
+      // Online softmax: P = exp(logits - m_new), l = l * e^(m_old - m_new) + rowsum(P).
+      const float tile_max = a * max_of(x, n_pad), m_old = row_max[r];
+      const float m_new = tile_max > m_old ? tile_max : m_old;
       if (m_new == kNegInf) {  // nothing visible in this row yet (also: bias -inf everywhere)
         for (int64_t c = 0; c < n_pad; ++c) x[c] = 0.f;
         row_tile[r] = 1.f;
@@ -188,7 +186,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
       }
       any_visible = true;
       const float rescale = exp_approx(m_old - m_new);  // 0 when m_old is -inf
-      row_sum[r] = row_sum[r] * rescale + exp_shifted_sum(x, n_pad, m_new);
+      row_sum[r] = row_sum[r] * rescale + exp_sum(x, n_pad, a, m_new);
       row_max[r] = m_new;
       row_tile[r] = rescale;
     }

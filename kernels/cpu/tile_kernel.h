@@ -21,7 +21,7 @@ struct ScratchLayout {
   int64_t out = 0;       // block_q x Dv: the float32 output accumulator
   int64_t row_max = 0;   // block_q: running max per row
   int64_t row_sum = 0;   // block_q: running sum per row
-  int64_t row_tile = 0;  // block_q: this tile's max, then the rescale factor
+  int64_t row_tile = 0;  // block_q: the rescale factor of the current tile
   int64_t key_mask = 0;  // score_ld: 0 / -inf per key of a tile with mixed key padding
   int64_t score_ld = 0;  // row stride of scores
   int64_t total = 0;
