@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "tile_kernel.h"
@@ -35,8 +36,19 @@ Isa detect_isa() {
 #endif
 }
 
+// FASTATTN_CPU_ISA=baseline|avx2|avx512|neon caps the choice (for tests of each compiled
+// path); it never selects an ISA the CPU lacks.
 Isa selected() {
-  static const Isa isa = detect_isa();
+  static const Isa isa = [] {
+    const Isa best = detect_isa();
+    const char* cap = std::getenv("FASTATTN_CPU_ISA");
+    if (!cap) return best;
+    const std::string want(cap);
+    const Isa capped = want == "baseline" ? Isa::kBaseline : want == "avx2" ? Isa::kAvx2
+                     : want == "avx512" ? Isa::kAvx512 : best;
+    if (best == Isa::kNeon) return best;
+    return static_cast<int>(capped) < static_cast<int>(best) ? capped : best;
+  }();
   return isa;
 }
 
@@ -65,18 +77,17 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   ScratchLayout s;
   const bool convert = p.dtype != ElemType::kFloat32;
-  s.score_ld = round16(t.block_k);
+  s.q_ld = (t.block_q + kQueryPad - 1) / kQueryPad * kQueryPad + 16;
+  s.v_ld = round16(p.head_dim_v) + 16;
   int64_t at = 0;
   auto take = [&at](int64_t floats) { const int64_t off = at; at += round16(floats); return off; };
-  s.q = take(convert ? t.block_q * p.head_dim : 0);
+  s.qt = take(p.head_dim * s.q_ld);
   s.k = take(convert ? t.block_k * p.head_dim : 0);
-  s.v = take(convert ? t.block_k * p.head_dim_v : 0);
-  s.scores = take(t.block_q * s.score_ld);
+  s.v = take(t.block_k * s.v_ld);
+  s.scores = take(t.block_k * s.q_ld);
   s.out = take(t.block_q * p.head_dim_v);
-  s.row_max = take(t.block_q);
-  s.row_sum = take(t.block_q);
-  s.row_tile = take(t.block_q);
-  s.key_mask = take(s.score_ld);
+  s.rows = take(6 * s.q_ld);
+  s.row_bounds = take(2 * 2 * s.q_ld);  // int64
   s.total = at;
   return s;
 }
@@ -150,6 +161,7 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
   plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v);
   if (const char* e = std::getenv("FASTATTN_TUNE_BQ")) plan.traits.block_q = std::atoll(e);  // TUNING ONLY
   if (const char* e = std::getenv("FASTATTN_TUNE_BK")) plan.traits.block_k = std::atoll(e);  // TUNING ONLY
+  plan.blas_only = std::getenv("FASTATTN_TUNE_BLAS") != nullptr;  // TUNING ONLY
   plan.scratch = scratch_layout(p, plan.traits);
 
   // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.
