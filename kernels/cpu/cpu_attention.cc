@@ -3,8 +3,6 @@
 // caller's ParallelFor. The per-tile math is in tile_kernel.cc, compiled once per ISA.
 #include "cpu_attention.h"
 
-#include <cblas.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -76,16 +74,17 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   ScratchLayout s;
-  const bool convert = p.dtype != ElemType::kFloat32;
+  const bool convert = p.dtype != ElemType::kFloat32;  // only keys need a converted copy
   s.q_ld = (t.block_q + kQueryPad - 1) / kQueryPad * kQueryPad + 16;
-  s.v_ld = round16(p.head_dim_v) + 16;
+  s.o_ld = round16(p.head_dim_v);
+  s.v_ld = s.o_ld + 16;
   int64_t at = 0;
   auto take = [&at](int64_t floats) { const int64_t off = at; at += round16(floats); return off; };
   s.qt = take(p.head_dim * s.q_ld);
   s.k = take(convert ? t.block_k * p.head_dim : 0);
   s.v = take(t.block_k * s.v_ld);
   s.scores = take(t.block_k * s.q_ld);
-  s.out = take(t.block_q * p.head_dim_v);
+  s.out = take(t.block_q * s.o_ld);
   s.rows = take(6 * s.q_ld);
   s.row_bounds = take(2 * 2 * s.q_ld);  // int64
   s.total = at;
@@ -148,20 +147,11 @@ void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
 }  // namespace
 
 void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
-  // The workers of parallel_for are the parallelism; OpenBLAS's own threads would only
-  // oversubscribe. The wheel's library exports no per-thread setter (the header's
-  // scipy_openblas_set_num_threads_local is missing from libscipy_openblas.so 0.3.34), so this
-  // sets its process-wide count once; only this package loads that library.
-  static const bool blas_single_threaded = [] { scipy_openblas_set_num_threads(1); return true; }();
-  (void)blas_single_threaded;
   copy_present(p, parallel_for);
   const Isa isa = selected();
   TilePlan plan;
   plan.params = &p;
   plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v);
-  if (const char* e = std::getenv("FASTATTN_TUNE_BQ")) plan.traits.block_q = std::atoll(e);  // TUNING ONLY
-  if (const char* e = std::getenv("FASTATTN_TUNE_BK")) plan.traits.block_k = std::atoll(e);  // TUNING ONLY
-  plan.blas_only = std::getenv("FASTATTN_TUNE_BLAS") != nullptr;  // TUNING ONLY
   plan.scratch = scratch_layout(p, plan.traits);
 
   // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.

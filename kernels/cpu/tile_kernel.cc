@@ -1,11 +1,9 @@
 // One query block of one (batch, head) against its visible key tiles, FlashAttention-2 style,
 // with the scores held transposed (S^T: keys x query rows):
-//   S^T = K Q^T and O += P V by the register-blocked micro-kernels of micro_gemm.h, reading K,
-//   V and the strided 3D/4D views in place (OpenBLAS SGEMM only where Dv is not a multiple of
-//   the vector width); the online softmax in float32 runs down the columns of S^T.
+//   S^T = K Q^T and O += P V by the register-blocked micro-kernels of micro_gemm.h (K read in
+//   place from the strided 3D/4D views, V copied into an L1-friendly stride); the online
+//   softmax in float32 runs down the columns of S^T.
 // Compiled once per ISA (-DFASTATTN_ISA_NS=isa_<name> plus that ISA's flags).
-#include <cblas.h>
-
 #include "micro_gemm.h"
 #include "tile_kernel.h"
 #include "vector_math.h"
@@ -62,7 +60,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   const AttentionParams& p = *plan.params;
   const ScratchLayout& sl = plan.scratch;
   const ElemType t = p.dtype;
-  const int64_t S = p.seq_total(), D = p.head_dim, Dv = p.head_dim_v, ld = sl.q_ld;
+  const int64_t S = p.seq_total(), D = p.head_dim, Dv = p.head_dim_v, ld = sl.q_ld, o_ld = sl.o_ld;
   const int64_t kv_h = h / (p.num_heads / p.kv_num_heads);
   const int64_t mq = imin(plan.traits.block_q, p.seq_q - q0), block_k = plan.traits.block_k;
   const int64_t mq_pad = (mq + kVecFloats - 1) / kVecFloats * kVecFloats;  // columns of S^T in use
@@ -86,7 +84,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   }
   for (int64_t d = 0; d < D; ++d)
     for (int64_t r = mq; r < mq_pad; ++r) qt[d * ld + r] = 0.f;
-  for (int64_t i = 0; i < mq * Dv; ++i) acc[i] = 0.f;
+  for (int64_t i = 0; i < mq * o_ld; ++i) acc[i] = 0.f;
   for (int64_t r = 0; r < mq_pad; ++r) { row_max[r] = kNegInf; row_sum[r] = 0.f; }
 
   // Structural part of the tiling-mask: query row i sees the key interval [lo(i), hi(i)),
@@ -130,12 +128,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
 
     // S^T (nk x mq_pad) = K Q^T.
     const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
-    if (!plan.blas_only)
-      small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false);
-    else
-      scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nk), static_cast<int>(mq_pad),
-                        static_cast<int>(D), 1.f, k.data, static_cast<int>(k.ld), qt, static_cast<int>(ld), 0.f, scores,
-                        static_cast<int>(ld));
+    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false);
 
     // Fast path (a fully visible tile, no bias, no softcap): the raw scores stay as they are and
     // the scale is folded into the exp's argument, so each score is touched by max and exp only.
@@ -192,27 +185,25 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
       row_sum[r] = row_sum[r] * row_rescale[r] + tile_sum[r];
       const float rescale = row_rescale[r];
       if (rescale == 1.f) continue;
-      float* __restrict o = acc + r * Dv;
+      float* __restrict o = acc + r * o_ld;
       for (int64_t d = 0; d < Dv; ++d) o[d] *= rescale;
     }
 
     // O (mq x Dv) += P V, with P read as (P^T)^T.
-    // V is copied even for float32: into rows of a stride that L1 can hold a whole panel of.
-    const bool copy_v = !plan.blas_only;
-    const FloatRows v = float_rows(in_past ? p.past_v : p.v, t, b, kv_h, jt, nk, Dv, scratch + sl.v, sl.v_ld, copy_v);
-    if (Dv % kVecFloats == 0 && !plan.blas_only)
-      small_gemm<true>(mq, Dv, nk, scores, ld, v.data, v.ld, acc, Dv, /*accumulate=*/true);
-    else
-      scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(mq), static_cast<int>(Dv),
-                        static_cast<int>(nk), 1.f, scores, static_cast<int>(ld), v.data, static_cast<int>(v.ld), 1.f,
-                        acc, static_cast<int>(Dv));
+    // V is copied even for float32: into rows of a stride that L1 can hold a whole panel of,
+    // zero-padded to o_ld columns so the micro-kernel needs no column tail.
+    const FloatRows v = float_rows(in_past ? p.past_v : p.v, t, b, kv_h, jt, nk, Dv, scratch + sl.v, sl.v_ld, true);
+    if (o_ld > Dv)
+      for (int64_t c = 0; c < nk; ++c)
+        for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
+    small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true);
   }
 
   // O = acc / l; a row without any visible key has l == 0 and acc == 0: zeros.
   for (int64_t r = 0; r < mq; ++r) {
     const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
     void* dst = const_cast<void*>(elem_at(p.out.data, row_offset(p.out, b, h, q0 + r), t));
-    from_float_scaled(acc + r * Dv, inv, Dv, t, dst);
+    from_float_scaled(acc + r * o_ld, inv, Dv, t, dst);
   }
 }
 

@@ -19,12 +19,13 @@ struct ScratchLayout {
   // Row strides are padded off powers of two: a micro-kernel walks a column panel of these
   // buffers, and a 512-byte stride would put all its rows into 8 of L1's 64 sets.
   int64_t q_ld = 0;       // row stride of qt and scores: block_q rounded up to kQueryPad, + 16
-  int64_t v_ld = 0;       // row stride of v: Dv rounded up to 16, + 16
+  int64_t o_ld = 0;       // row stride of out, columns of v in use: Dv rounded up to 16
+  int64_t v_ld = 0;       // row stride of v: o_ld + 16
   int64_t qt = 0;         // D x q_ld: the query block transposed (and converted to float)
   int64_t k = 0;          // block_k x D: one key tile as float (unused for float32)
   int64_t v = 0;          // block_k x v_ld: one value tile, copied (and converted to float)
   int64_t scores = 0;     // block_k x q_ld: S^T, then P^T, of one tile
-  int64_t out = 0;        // block_q x Dv: the float32 output accumulator
+  int64_t out = 0;        // block_q x o_ld: the float32 output accumulator
   int64_t rows = 0;       // 6 x q_ld per-row floats: max, sum, shift, rescale, tile max, tile sum
   int64_t row_bounds = 0; // 2 x q_ld int64: each query row's visible key interval [lo, hi)
   int64_t total = 0;
@@ -36,7 +37,6 @@ struct TilePlan {
   const AttentionParams* params = nullptr;
   TileTraits traits;
   ScratchLayout scratch;
-  bool blas_only = false;  // TUNING ONLY: OpenBLAS for both GEMMs
   // key_padding_mask summary, per batch: prefix[b * (S_total + 1) + j] = visible keys in
   // [0, j), so a key tile is classified all-visible / all-hidden / mixed in O(1).
   const int32_t* visible_prefix = nullptr;

@@ -1,15 +1,14 @@
 #!/bin/sh
 # Builds kernel_check without CMake or Python, natively or cross (the ISA list follows the
 # compiler's target). Usage:
-#   build_kernel_check.sh CXX OUT_DIR OPENBLAS_INCLUDE_DIR OPENBLAS_LIB_DIR
-# e.g. aarch64: build_kernel_check.sh aarch64-linux-gnu-g++ /tmp/kc-arm INC LIB, then
+#   build_kernel_check.sh CXX OUT_DIR [extra flags...]
+# e.g. aarch64: build_kernel_check.sh aarch64-linux-gnu-g++ /tmp/kc-arm, then
 #   qemu-aarch64-static -L /usr/aarch64-linux-gnu /tmp/kc-arm/kernel_check
-# The binary finds libscipy_openblas.so next to itself (rpath $ORIGIN; copied there).
 set -eu
-CXX=$1; OUT=$2; INC=$3; LIB=$4
+CXX=$1; OUT=$2; shift 2
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
-FLAGS="-std=gnu++17 -O3 -DNDEBUG -I$SRC -I$INC"
+FLAGS="-std=gnu++17 -O3 -DNDEBUG -I$SRC $*"
 TILE_FLAGS="-fno-trapping-math -fno-math-errno"
 case "$($CXX -dumpmachine)" in
   x86_64*) ISAS="baseline: avx2:-march=x86-64-v3 avx512:-march=x86-64-v4,-mprefer-vector-width=512" ;;
@@ -26,6 +25,5 @@ done
 $CXX $FLAGS $DEFS -c "$SRC/cpu/cpu_attention.cc" -o "$OUT/cpu_attention.o"
 $CXX $FLAGS -c "$SRC/attention_params.cc" -o "$OUT/attention_params.o"
 $CXX $FLAGS "$SRC/tests/kernel_check.cc" "$OUT/cpu_attention.o" "$OUT/attention_params.o" $OBJS \
-  -L"$LIB" -lscipy_openblas -pthread -Wl,-rpath,'$ORIGIN' -o "$OUT/kernel_check"
-cp "$LIB/libscipy_openblas.so" "$OUT/"
+  -pthread -o "$OUT/kernel_check"
 echo "built $OUT/kernel_check ($ISAS)"
