@@ -13,7 +13,9 @@ namespace {  // NOLINT: intentionally per translation unit (one copy per ISA)
 
 // Per-ISA register blocking: MR rows x (kMicroVecs vectors) of accumulators, leaving registers
 // for the B vectors and one broadcast.
-#if defined(__AVX512F__)
+// FASTATTN_TEST_WIDE_TILES gives any target the AVX-512 blocking (the compiler splits the
+// 64-byte vectors), so that blocking can be tested on machines without AVX-512.
+#if defined(__AVX512F__) || defined(FASTATTN_TEST_WIDE_TILES)
 constexpr int kVecFloats = 16, kMicroRows = 12, kMicroVecs = 2;  // 24 of 32 zmm
 #elif defined(__AVX2__)
 constexpr int kVecFloats = 8, kMicroRows = 6, kMicroVecs = 2;  // 12 of 16 ymm

@@ -1,8 +1,8 @@
 // Tile sizes of the CPU kernel: one small struct instead of copies of the kernel per ISA.
 // The outer query/key blocks are sized so that the Q block, one K and one V tile, the score
 // tile and the output accumulator stay in L2 (512 KiB on Zen 3, 1-2 MiB on recent Intel/ARM);
-// the inner micro-tiles (registers and L1) belong to OpenBLAS's SGEMM kernels and to the
-// auto-vectorized softmax loops.
+// the inner micro-tiles (registers and L1) are the register blocking of micro_gemm.h (chosen
+// per ISA there: it depends on the register file) and the column-vectorized softmax loops.
 #pragma once
 
 #include <cstdint>
