@@ -1,8 +1,8 @@
 // Register-blocked float GEMM micro-kernels on generic compiler vectors (GCC/Clang
 // `vector_size`): the same source becomes SSE2, AVX2, AVX-512 or NEON code, no intrinsics.
-// Operands are read in place (strided rows), so nothing is packed per call: that packing was
-// 13% of the time with OpenBLAS on attention's small tiles. Included only by tile_kernel.cc
-// (one copy per ISA, internal linkage).
+// Operands are read as strided rows (K straight from the 3D/4D tensor), not packed per call:
+// OpenBLAS's per-call packing was 13% of the time on attention's small tiles. Included only by
+// tile_kernel.cc (one copy per ISA, internal linkage).
 #pragma once
 
 #include <cstdint>
