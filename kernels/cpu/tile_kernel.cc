@@ -126,14 +126,17 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     const bool in_past = j0 < p.seq_past;
     const int64_t jt = in_past ? j0 : j0 - p.seq_past;
 
-    // S^T (nk x mq_pad) = K Q^T.
-    const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
-    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false);
-
-    // Fast path (a fully visible tile, no bias, no softcap): the raw scores stay as they are and
-    // the scale is folded into the exp's argument, so each score is touched by max and exp only.
+    // Fast path (a fully visible tile, no bias, no softcap): the raw scores stay as they are,
+    // their column maxima come from the GEMM's registers, and the scale is folded into the
+    // exp's argument, so each score is touched by the exp pass only.
     const bool plain = scale > 0.f && softcap <= 0.f && !p.bias && !padding_mixed && structural_full;
     const float a = plain ? scale : 1.f;
+
+    // S^T (nk x mq_pad) = K Q^T.
+    const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
+    for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = kNegInf;
+    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false, plain ? tile_max : nullptr);
+
     if (!plain) {  // logits = softcap(scale * s) + bias, -inf where the tiling-mask hides a key
       for (int64_t c = 0; c < nk; ++c) {
         float* __restrict x = scores + c * ld;
@@ -155,11 +158,11 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
 
     // Online softmax, per query row (a column of S^T): P = exp(logits - m_new),
     // l = l * e^(m_old - m_new) + colsum(P).
-    for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = kNegInf;
-    for (int64_t c = 0; c < nk; ++c) {
-      const float* __restrict x = scores + c * ld;
-      for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = x[r] > tile_max[r] ? x[r] : tile_max[r];
-    }
+    if (!plain)
+      for (int64_t c = 0; c < nk; ++c) {
+        const float* __restrict x = scores + c * ld;
+        for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = x[r] > tile_max[r] ? x[r] : tile_max[r];
+      }
     bool any_visible = false;
     for (int64_t r = 0; r < mq; ++r) {
       const float m_old = row_max[r], m_tile = a * tile_max[r];
