@@ -68,7 +68,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   float* const qt = scratch + sl.qt;
   float* const scores = scratch + sl.scores;
   float* const acc = scratch + sl.out;
-  float* const row_max = scratch + sl.rows;        // running max of the logits
+  float* const row_max = scratch + sl.rows;        // running max of the logits, times log2 e
   float* const row_sum = row_max + ld;             // running sum of exp
   float* const row_shift = row_sum + ld;           // this tile: the max subtracted in exp
   float* const row_rescale = row_shift + ld;       // this tile: e^(m_old - m_new)
@@ -163,14 +163,17 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
         const float* __restrict x = scores + c * ld;
         for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = x[r] > tile_max[r] ? x[r] : tile_max[r];
       }
+    // Maxima and shifts are kept in log2 units (scaled by log2 e), so the exp of the hot loop
+    // is one FMA and a 2^t; the common rounding of a shift cancels with its own rescale.
+    const float a2 = a * 1.44269504088896341f;
     bool any_visible = false;
     for (int64_t r = 0; r < mq; ++r) {
-      const float m_old = row_max[r], m_tile = a * tile_max[r];
+      const float m_old = row_max[r], m_tile = a2 * tile_max[r];
       const float m_new = m_tile > m_old ? m_tile : m_old;
       any_visible |= m_new != kNegInf;
-      // A row with nothing visible yet (also: bias -inf everywhere) keeps P = exp(-inf) = 0.
+      // A row with nothing visible yet (also: bias -inf everywhere) keeps P = 2^-inf = 0.
       row_shift[r] = m_new == kNegInf ? 0.f : m_new;
-      row_rescale[r] = m_new == kNegInf ? 1.f : exp_approx(m_old - m_new);  // 0 when m_old is -inf
+      row_rescale[r] = m_new == kNegInf ? 1.f : exp2_approx(m_old - m_new);  // 0 when m_old is -inf
       row_max[r] = m_new;
     }
     if (!any_visible) continue;
@@ -179,7 +182,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     for (int64_t c = 0; c < nk; ++c) {
       float* __restrict x = scores + c * ld;
       for (int64_t r = 0; r < mq_pad; ++r) {
-        const float e = exp_approx(a * x[r] - row_shift[r]);
+        const float e = exp2_approx(a2 * x[r] - row_shift[r]);
         x[r] = e;
         tile_sum[r] += e;
       }
