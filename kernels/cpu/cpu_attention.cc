@@ -17,14 +17,12 @@ namespace {
 Isa detect_isa() {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
+  // The levels named as in -march, so the check matches the flags each copy was built with.
 #if defined(FASTATTN_HAVE_ISA_AVX512)
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    return Isa::kAvx512;
+  if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX2)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
-    return Isa::kAvx2;
+  if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
 #endif
   return Isa::kBaseline;
 #elif defined(FASTATTN_HAVE_ISA_NEON)
@@ -193,27 +191,28 @@ const char* selected_isa() {
   switch (selected()) {
     case Isa::kAvx512: return "x86-64-v4 (avx512)";
     case Isa::kAvx2: return "x86-64-v3 (avx2+fma)";
-    case Isa::kNeon: return "aarch64 (neon)";
+    case Isa::kNeon: return "aarch64-neon";
     case Isa::kBaseline: break;
   }
   return "baseline";
 }
 
 const char* compiled_isas() {
-  return ""
+  static const char* const names = ""  // each with a leading space, which is skipped below
 #if defined(FASTATTN_HAVE_ISA_BASELINE)
-         "baseline "
+                                   " baseline"
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX2)
-         "x86-64-v3 "
+                                   " x86-64-v3"
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX512)
-         "x86-64-v4 "
+                                   " x86-64-v4"
 #endif
 #if defined(FASTATTN_HAVE_ISA_NEON)
-         "neon "
+                                   " aarch64-neon"
 #endif
       ;
+  return names[0] ? names + 1 : names;
 }
 
 }  // namespace fastattn::cpu
