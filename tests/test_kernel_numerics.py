@@ -290,5 +290,25 @@ def test_read_only_and_strided_inputs_are_accepted():
     assert np.abs(out - ref).max() <= 2e-5
 
 
+def test_every_compiled_isa_matches_reference():
+    """Each compiled copy of the kernel (the ISA is picked once per process: a subprocess each)."""
+    import subprocess
+
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, %r)\n"
+        "from test_kernel_numerics import run_case, EDGE_CASES, PAIRWISE\n"
+        "for i, c in enumerate(EDGE_CASES + PAIRWISE[:6]): run_case(c, seed=i)\n"
+        "from fastattn_onnx import _kernels; print(_kernels.cpu_isa())\n"
+    ) % os.path.dirname(__file__)
+    names = {"baseline": "baseline", "x86-64-v3": "avx2", "x86-64-v4": "avx512"}
+    for compiled in _kernels.cpu_compiled_isas().split():
+        if compiled not in names or (compiled == "x86-64-v4" and not _kernels.cpu_isa().startswith(compiled)):
+            continue  # not selectable on this CPU
+        env = dict(os.environ, FASTATTN_CPU_ISA=names[compiled])
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        print(compiled, "->", done.stdout.strip())
+
+
 def test_reports_isa():
     assert _kernels.cpu_isa() in _kernels.cpu_compiled_isas() or _kernels.cpu_isa().split()[0] in _kernels.cpu_compiled_isas()
