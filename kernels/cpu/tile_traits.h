@@ -16,6 +16,9 @@ struct TileTraits {
   int64_t block_k = 0;  // keys per tile (inner loop of a work item)
 };
 
+// Only cpu_attention.cc (the generic, baseline-compiled file) calls these inline functions, so
+// no copy compiled for a wider ISA can be picked by the linker for it.
+//
 // Measured on Zen 3 (AVX2, 512 KiB L2): 128 x 256 beat 128 x 128 for D = 128 by about 7% and
 // matched the other shapes tried (64 x 256, 128 x 384, 96 x 256, 192 x 128) within the noise.
 // No AVX-512 or ARM machine was available to tune on, so every ISA starts from the same sizes.
@@ -26,8 +29,5 @@ inline TileTraits tile_traits(Isa isa, int64_t head_dim, int64_t head_dim_v) {
   t.block_k = 256;
   return t;
 }
-
-// Only cpu_attention.cc (the generic, baseline-compiled file) calls these inline functions, so
-// no copy compiled for a wider ISA can be picked by the linker for it.
 
 }  // namespace fastattn::cpu
