@@ -42,6 +42,10 @@ def _sizes(found: AttentionMatch, probes: list[dict]) -> None:
         raise NoMatch(f"Q/K/V ranks {len(q)}/{len(k)}/{len(v)}, not 4D")
     kv_heads = k[2] if found.key_layout == "bshd" else k[1]
     head_size = k[3]
+    if found.past_key is not None:
+        past = probes[0][found.past_key.name].shape
+        if len(past) != 4 or past[1] != kv_heads or past[3] != head_size:
+            raise NoMatch(f"past key shape {past} does not continue the keys {k}")
     if any(s[0][1] != q[1] or s[0][3] != q[3] for s in shapes):
         raise NoMatch("query heads/head size change with the input size")
     if q[3] != head_size:
@@ -68,6 +72,7 @@ def analyse(model: ir.Model, matches: list[AttentionMatch]) -> list[tuple[Attent
     wanted = []
     for found in matches:
         wanted += [found.query, found.key, found.value, *found.biases]
+        wanted += [v for v in (found.past_key, found.past_value) if v is not None]
     probes = read_values(model, wanted, feeds)
     mask_inputs = {p.name for p in plans if p.kind == "mask"}
     rejected = []

@@ -22,10 +22,12 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
                   "scale": float(found.scale), "causal": int(found.causal)}
     if found.window_size > 0:
         attributes["window_size"] = int(found.window_size)
-    inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask]
+    inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask,
+              found.past_key, found.past_value]
     while inputs[-1] is None:
         inputs.pop()
     node = ir.node(OP_TYPE, inputs, attributes, domain=OP_DOMAIN, version=1,
+                   num_outputs=3 if found.past_key is not None else 1,
                    name=f"fastattn_{index}/FastAttention")
     nodes.append(node)
     return nodes
@@ -76,6 +78,21 @@ def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
     old.name = f"{old_name}__replaced"
     new.name = old_name  # keeps graph output names and readable value names
     del was_output
+    if found.past_key is not None:
+        for old_present, new_present in zip((found.present_key, found.present_value), fused.outputs[1:]):
+            name = old_present.name
+            new_present.type, new_present.shape = old_present.type, old_present.shape
+            # Only graph outputs move to the op's present: any other reader of the Concat keeps
+            # it (it may sit before the fused node), so no cycle can form.
+            outputs = graph.outputs
+            if old_present.is_graph_output():
+                for i, value in enumerate(outputs):
+                    if value is old_present:
+                        outputs[i] = new_present
+                old_present.name = f"{name}__replaced"
+                new_present.name = name
+            else:
+                new_present.name = f"{name}__present"
     if found.value_head_size == found.head_size:
         _reroute_shape_reads(graph, new, found.query, index)
     return fused

@@ -59,7 +59,8 @@ class ConvertReport:
             lines.append(f"  fused {f.node} [{f.source}]: {f.num_heads} heads, "
                          f"{f.kv_num_heads} kv heads, head size {f.head_size}; "
                          f"{', '.join(mask) or 'no mask'}"
-                         + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else ""))
+                         + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else "")
+                         + ("; KV cache as past/present" if f.kv_cache else ""))
         for item in self.left:
             lines.append(f"  left {item.node}: {item.reason}")
         if self.verify is not None:

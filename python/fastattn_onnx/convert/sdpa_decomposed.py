@@ -10,6 +10,7 @@ import dataclasses
 import onnx_ir as ir
 
 from ._graph import int_attr, ints_attr, only_consumer, producer_op, scalar
+from . import kv_cache
 from .gqa_repeat import unrepeated
 
 
@@ -26,6 +27,12 @@ class AttentionMatch:
     repeat_kind: str | None = None  # repeat_kv form removed from K and V, if any
     repeated_key: ir.Value | None = None  # K and V as the graph had them, repeated to H heads
     repeated_value: ir.Value | None = None
+    scores_matmul: ir.Node | None = None
+    # KV cache (kv_cache.split_cache): key/value above are then the new tokens only.
+    past_key: ir.Value | None = None
+    past_value: ir.Value | None = None
+    present_key: ir.Value | None = None  # the Concat results the op's present outputs replace
+    present_value: ir.Value | None = None
     # Filled by the analysis:
     num_heads: int = 0
     kv_num_heads: int = 0
@@ -141,13 +148,14 @@ def match(softmax: ir.Node) -> AttentionMatch:
     value = consumer.inputs[1]
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
-                           scale=scale * q_factor * k_factor, biases=biases)
+                           scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk)
     if key_layout == "bhsd":
         kv_key, key_repeat = unrepeated(key)
         kv_value, value_repeat = unrepeated(value)
         if key_repeat is not None and key_repeat == value_repeat:
             found.repeated_key, found.repeated_value = key, value
             found.key, found.value, found.repeat_kind = kv_key, kv_value, key_repeat
+    kv_cache.split_cache(found)
     return found
 
 
