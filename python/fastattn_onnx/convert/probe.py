@@ -18,9 +18,11 @@ def _session(model: ir.Model, tmpdir: str):
     # Intermediate values are read exactly as the graph defines them.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    size = sum(v.const_value.nbytes for v in model.graph.initializers.values()
-               if v.const_value is not None)
-    if size < _IN_MEMORY_LIMIT:
+    tensors = [v.const_value for v in model.graph.initializers.values() if v.const_value is not None]
+    size = sum(t.nbytes for t in tensors)
+    external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
+    # From bytes, ORT would look for external data relative to the working directory.
+    if size < _IN_MEMORY_LIMIT and not external:
         data = ir.to_proto(model).SerializeToString()
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     path = os.path.join(tmpdir, "probe.onnx")
