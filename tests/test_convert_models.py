@@ -72,3 +72,19 @@ def test_fuses_at_least_as_many_as_ort_optimizer(converted, tmp_path):
     else:
         ort_fused = sum(1 for n in optimized.model.graph.node if n.op_type in ORT_FUSED_OPS)
     assert result.fused >= ort_fused
+
+
+def test_fuses_at_least_as_many_as_onnxscript_ort_fusions(converted):
+    """onnxscript's ort_fusions, the stronger anchor on dynamo exports."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    _, source, result = converted
+    model = ir.load(source)
+    try:
+        optimize_for_ort(model)
+    except Exception:
+        anchor = 0
+    else:
+        anchor = sum(1 for n in model.graph if n.op_type in ORT_FUSED_OPS)
+    assert result.fused >= anchor
