@@ -1,8 +1,11 @@
 #include "compute.h"
 
 #include <atomic>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <stdexcept>
+#include <vector>
 
 #include "cpu/cpu_attention.h"
 
@@ -47,6 +50,20 @@ cpu::ParallelFor ort_parallel_for(OrtKernelContext* context) {
   };
 }
 
+// 0 / -inf in the query's element type, as raw bits (float32 uses 4 bytes, the halves 2).
+std::vector<uint8_t> bool_mask_to_bias(const bool* mask, size_t n, ONNXTensorElementDataType t) {
+  const size_t width = t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? 4 : 2;
+  std::vector<uint8_t> out(n * width, 0);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const uint16_t half_neg_inf = t == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 ? 0xFC00 : 0xFF80;  // fp16 / bf16
+  for (size_t i = 0; i < n; ++i) {
+    if (mask[i]) continue;
+    if (width == 4) std::memcpy(&out[i * 4], &neg_inf, 4);
+    else std::memcpy(&out[i * 2], &half_neg_inf, 2);
+  }
+  return out;
+}
+
 }  // namespace
 
 OrtStatus* compute_attention(const NodeConfig& cfg, OrtKernelContext* context) noexcept {
@@ -64,6 +81,14 @@ OrtStatus* compute_attention(const NodeConfig& cfg, OrtKernelContext* context) n
       if (!value) continue;  // optional input left empty
       FASTATTN_RETURN_IF_ERROR(tensor_info(value, &in[i]));
       FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(const_cast<OrtValue*>(value), const_cast<void**>(&in_data[i])));
+    }
+    std::vector<uint8_t> converted_bias;
+    if (cfg.bool_mask_as_bias && in[kAttnBias].present && in[kAttnBias].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL) {
+      size_t n = 1;
+      for (int64_t d : in[kAttnBias].dims) n *= static_cast<size_t>(d);
+      converted_bias = bool_mask_to_bias(static_cast<const bool*>(in_data[kAttnBias]), n, in[kQuery].type);
+      in[kAttnBias].type = in[kQuery].type;
+      in_data[kAttnBias] = converted_bias.data();
     }
     TensorInfo out[kNumOutputs];
     if (auto rule = infer_outputs(cfg.attrs, in, out); !rule.empty())

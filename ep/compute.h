@@ -17,6 +17,9 @@ struct NodeConfig {
   // Kernel-context index of each contract input/output; -1 where the node has none.
   int input_index[kNumInputs] = {-1, -1, -1, -1, -1, -1, -1};
   int output_index[kNumOutputs] = {-1, -1, -1};
+  // ONNX Attention's bool attn_mask (true = attend) arrives in the attn_bias slot and is turned
+  // into an additive 0/-inf bias of the query's type before the kernel runs.
+  bool bool_mask_as_bias = false;
 };
 
 OrtStatus* compute_attention(const NodeConfig& cfg, OrtKernelContext* context) noexcept;

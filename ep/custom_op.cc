@@ -1,6 +1,7 @@
 #include "custom_op.h"
 
 #include <climits>
+#include <stdexcept>
 #include <vector>
 
 #include "compute.h"
@@ -100,9 +101,8 @@ OrtStatus* ORT_API_CALL compute(void* kernel, OrtKernelContext* context) {
   return compute_attention(*static_cast<const NodeConfig*>(kernel), context);
 }
 
-// Static shapes are checked here, so a bad model fails at session creation. The context
-// carries no node name; ORT adds it to the message.
-OrtStatus* ORT_API_CALL infer_shapes(const OrtCustomOp*, OrtShapeInferContext* ctx) {
+// Static shapes are checked here, so a bad model fails at session creation.
+OrtStatus* infer_shapes_impl(OrtShapeInferContext* ctx, std::string* rule) {
   return guarded([&]() -> OrtStatus* {
     OpAttributes a;
     infer_attr(ctx, "num_heads", ORT_OP_ATTR_INT, &a.num_heads, sizeof(int64_t));
@@ -133,8 +133,8 @@ OrtStatus* ORT_API_CALL infer_shapes(const OrtCustomOp*, OrtShapeInferContext* c
       FASTATTN_RETURN_IF_ERROR(ort().GetDimensions(ts, t.dims.data(), rank));
     }
     TensorInfo out[kNumOutputs];
-    if (auto rule = infer_outputs(a, in, out); !rule.empty())
-      return make_error(std::string(kOpType) + ": " + rule);
+    *rule = infer_outputs(a, in, out);
+    if (!rule->empty()) return nullptr;
     for (int i = 0; i < kNumOutputs; ++i) {
       if (out[i].rank < 0 || out[i].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED) continue;
       OrtTensorTypeAndShapeInfo* raw = nullptr;
@@ -148,6 +148,16 @@ OrtStatus* ORT_API_CALL infer_shapes(const OrtCustomOp*, OrtShapeInferContext* c
     }
     return nullptr;
   });
+}
+
+// ONNX Runtime (up to 1.31 at least) ignores the status this callback returns, so a broken rule
+// is thrown instead: its graph shape inference catches std::exception and fails the session with
+// "Node (<name>) Op (FastAttention) ..." plus our rule. A failure of the API itself is dropped.
+OrtStatus* ORT_API_CALL infer_shapes(const OrtCustomOp*, OrtShapeInferContext* ctx) {
+  std::string rule;
+  if (OrtStatus* s = infer_shapes_impl(ctx, &rule)) return s;
+  if (!rule.empty()) throw std::invalid_argument(std::string("[FastAttention] ") + rule);
+  return nullptr;
 }
 
 OrtCustomOp make_op() {

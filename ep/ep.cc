@@ -38,7 +38,7 @@ int index_of(const std::vector<std::string>& names, const std::string& name) {
 
 }  // namespace
 
-Ep::Ep(EpFactory& factory, const OrtLogger* logger) : OrtEp{}, factory_(factory), logger_(logger) {
+Ep::Ep(const OrtLogger* logger) : OrtEp{}, logger_(logger) {
   ort_version_supported = ORT_API_VERSION;
   GetName = GetNameImpl;
   GetCapability = GetCapabilityImpl;

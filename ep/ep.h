@@ -6,11 +6,9 @@
 
 namespace fastattn::ep {
 
-class EpFactory;
-
 class Ep : public OrtEp {
  public:
-  Ep(EpFactory& factory, const OrtLogger* logger);
+  explicit Ep(const OrtLogger* logger);
 
  private:
   static const char* ORT_API_CALL GetNameImpl(const OrtEp*) noexcept;
@@ -23,7 +21,6 @@ class Ep : public OrtEp {
 
   void log(OrtLoggingLevel level, const std::string& msg) const;
 
-  EpFactory& factory_;
   const OrtLogger* logger_;
 };
 

@@ -55,7 +55,7 @@ OrtStatus* ORT_API_CALL EpFactory::GetSupportedDevicesImpl(OrtEpFactory* this_pt
   });
 }
 
-OrtStatus* ORT_API_CALL EpFactory::CreateEpImpl(OrtEpFactory* this_ptr, const OrtHardwareDevice* const*,
+OrtStatus* ORT_API_CALL EpFactory::CreateEpImpl(OrtEpFactory*, const OrtHardwareDevice* const*,
                                                 const OrtKeyValuePairs* const*, size_t num_devices,
                                                 const OrtSessionOptions*, const OrtLogger* logger,
                                                 OrtEp** ep) noexcept {
@@ -63,7 +63,7 @@ OrtStatus* ORT_API_CALL EpFactory::CreateEpImpl(OrtEpFactory* this_ptr, const Or
     *ep = nullptr;
     if (num_devices != 1)
       return make_error(std::string(kEpName) + " runs on one device per session, got " + std::to_string(num_devices));
-    *ep = new Ep(*static_cast<EpFactory*>(this_ptr), logger);
+    *ep = new Ep(logger);
     return nullptr;
   });
 }
@@ -99,6 +99,7 @@ OrtStatus* ORT_API_CALL EpFactory::GetCustomOpDomainsImpl(OrtEpFactory* this_ptr
   return guarded([&]() -> OrtStatus* {
     auto* factory = static_cast<EpFactory*>(this_ptr);
     if (num_domains < 1) return make_error("GetCustomOpDomains: no room for the com.fastattention domain");
+    std::lock_guard<std::mutex> lock(factory->op_domain_mutex_);
     if (!factory->op_domain_) FASTATTN_RETURN_IF_ERROR(create_op_domain(&factory->op_domain_));
     domains[0] = factory->op_domain_;
     return nullptr;

@@ -5,6 +5,7 @@
 // op loads with only the EP registered.
 #pragma once
 
+#include <mutex>
 #include <string>
 
 #include "ort_api.h"
@@ -47,6 +48,7 @@ class EpFactory : public OrtEpFactory {
                                                         size_t num_domains) noexcept;
 
   const OrtLogger* default_logger_;
+  std::mutex op_domain_mutex_;  // sessions may be created concurrently
   OrtCustomOpDomain* op_domain_ = nullptr;
 };
 

@@ -147,25 +147,33 @@ std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, Nod
       q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
     return std::string("element type ") + type_name(q.type) + " is not supported";
   if (q.rank == 3 && (a.num_heads <= 0 || a.kv_num_heads <= 0)) return "3D inputs without q_num_heads/kv_num_heads";
-  const TensorInfo& mask = in[kAttnBias];
+  TensorInfo& mask = in[kAttnBias];
   if (mask.present) {
-    // A float mask is an additive bias exactly. A bool mask differs from us on fully masked
-    // rows, and a mask shorter than S_total is padded by Attention: both stay elsewhere.
-    if (mask.type != q.type) return std::string("attn_mask of type ") + type_name(mask.type) + " (only T is mapped)";
+    // A float mask is an additive bias; a bool mask is exactly a 0/-inf bias (ONNX Runtime, like
+    // us, outputs zeros for a row with no visible key). A mask shorter than S_total is padded by
+    // Attention, so the last dim must be known to equal S_total.
+    if (mask.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL) {
+      cfg->bool_mask_as_bias = true;
+      mask.type = q.type;
+    } else if (mask.type != q.type) {
+      return std::string("attn_mask of type ") + type_name(mask.type) + " (only bool and the query's type are mapped)";
+    }
     if (mask.rank != 2 && mask.rank != 4) return "attn_mask rank is not 2 or 4";
   }
   if (auto rule = infer_outputs(a, in, out); !rule.empty()) return rule;
+  const int64_t s_total = out[kPresentKey].dims[2];
   if (mask.present) {
-    const int64_t s_total = out[kPresentKey].dims[2];
     const int64_t last = mask.dims[mask.rank - 1];
     if (s_total < 0 || last != s_total) return "attn_mask's last dim is not known to equal S_total";
   }
   if (a.causal) {
-    // Our causal is bottom-right aligned; ONNX Runtime's CPU Attention is top-left aligned
-    // (checked in tests/test_attention23.py). They agree only when S_q == S_total.
+    // ONNX Runtime's CPU Attention aligns is_causal at offset S_past (query i sees keys
+    // j <= i + S_past); ours at S_total - S_q. They agree iff S_q == S_kv (new keys), checked
+    // against ONNX Runtime in tests/test_attention23.py.
     const int64_t sq = q.rank == 3 ? q.dims[1] : q.dims[2];
-    const int64_t s_total = out[kPresentKey].dims[2];
-    if (sq < 0 || s_total < 0 || sq != s_total) return "is_causal with S_q != S_total (alignment differs)";
+    const TensorInfo& k = in[kKey];
+    const int64_t skv = k.rank == 3 ? k.dims[1] : k.rank == 4 ? k.dims[2] : -1;
+    if (sq < 0 || skv < 0 || sq != skv) return "is_causal with S_q != S_kv (ONNX Runtime aligns it differently)";
   }
   return "";
 }

@@ -239,11 +239,10 @@ void fill_params(const OpAttributes& a, const TensorInfo (&in)[kNumInputs], cons
   const int64_t s_total = p.seq_total();
   if (in[kAttnBias].present) {
     const auto& b = in[kAttnBias].dims;
-    int64_t dims[4] = {1, 1, 1, 1}, strides[4] = {0, 0, 0, 0};
+    int64_t strides[4] = {0, 0, 0, 0};  // leading axes the bias lacks broadcast
     const int off = 4 - static_cast<int>(b.size());
     int64_t stride = 1;
     for (int i = static_cast<int>(b.size()) - 1; i >= 0; --i) {
-      dims[off + i] = b[i];
       strides[off + i] = b[i] == 1 ? 0 : stride;  // broadcast axes read the same element
       stride *= b[i];
     }

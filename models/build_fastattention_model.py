@@ -57,13 +57,14 @@ def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, n
         names[5], names[6] = "past_key", "past_value"
     while names and names[-1] == "":
         names.pop()
-    out_shape = [batch, seq_q, num_heads * dv] if layout == "3d" else [batch, num_heads, seq_q, dv]
-    outputs = [helper.make_tensor_value_info("output", elem, None)]
+    hdv = num_heads * dv if isinstance(dv, int) else None
+    out_shape = [batch, seq_q, hdv] if layout == "3d" else [batch, num_heads, seq_q, dv]
+    outputs = [helper.make_tensor_value_info("output", elem, out_shape)]
     out_names = ["output"]
     if present:
         out_names += ["present_key", "present_value"]
-        outputs += [helper.make_tensor_value_info("present_key", elem, None),
-                    helper.make_tensor_value_info("present_value", elem, None)]
+        outputs += [helper.make_tensor_value_info("present_key", elem, [batch, kvh, s_total, head_dim]),
+                    helper.make_tensor_value_info("present_value", elem, [batch, kvh, s_total, dv])]
     attrs = {}
     if set_num_heads_attr if set_num_heads_attr is not None else layout == "3d":
         attrs["num_heads"] = num_heads
@@ -79,7 +80,6 @@ def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, n
                                                     helper.make_opsetid(DOMAIN, 1)],
                               producer_name="fastattn_onnx.models")
     model.ir_version = IR_VERSION
-    del out_shape  # output shapes come from shape inference
     return model
 
 

@@ -9,6 +9,7 @@ EP_NAME = "FastAttentionEP"
 LIBRARY_NAME = "libfastattn_onnx_ep.so"
 MIN_ORT_VERSION = (1, 27)  # the plugin-EP C API (ORT_API_VERSION 27) the library is built against
 
+_CUSTOM_OPS_MARK = "fastattn_onnx.custom_ops_registered"  # a session config entry: set once per SessionOptions
 _lock = threading.Lock()
 _registered = False
 _openblas_loaded = False
@@ -68,11 +69,22 @@ def get_ep_name() -> str:
     return EP_NAME
 
 
+def get_ep_names() -> list[str]:
+    """All EP names the library's factories create (one today)."""
+    return [EP_NAME]
+
+
 def register_custom_ops(session_options) -> None:
-    """Adds the com.fastattention::FastAttention custom op (runs on the CPU EP) to session_options."""
+    """Adds the com.fastattention::FastAttention custom op (runs on the CPU EP) to session_options.
+
+    Idempotent per SessionOptions (ONNX Runtime refuses a domain registered twice).
+    """
     check_onnxruntime()
     _preload_openblas()
+    if _has_config_entry(session_options, _CUSTOM_OPS_MARK):
+        return
     session_options.register_custom_ops_library(get_library_path())
+    session_options.add_session_config_entry(_CUSTOM_OPS_MARK, "1")
 
 
 def register_ep() -> bool:
@@ -94,6 +106,61 @@ def register_ep() -> bool:
                 raise
         _registered = True
         return True
+
+
+def ep_session_options(session_options=None, provider_options: dict | None = None):
+    """SessionOptions that run on FastAttentionEP (CPU EP as fallback) and know com.fastattention.
+
+    Selecting the EP by device (add_provider_for_devices) brings the op domain the EP carries, and
+    lets a caller pass provider options. Naming the EP in InferenceSession(providers=[...]) works too
+    (see install_named_provider_hook).
+    """
+    ort = check_onnxruntime()
+    register_ep()
+    so = session_options if session_options is not None else ort.SessionOptions()
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    so.add_provider_for_devices(devices[:1], provider_options or {})  # accelerators are listed first
+    return so
+
+
+def _names_fastattention_ep(providers) -> bool:
+    return any((p[0] if isinstance(p, tuple) else p) == EP_NAME for p in providers or ())
+
+
+def install_named_provider_hook() -> bool:
+    """Makes InferenceSession(model, providers=["FastAttentionEP", ...]) know com.fastattention.
+
+    ONNX Runtime's Python InferenceSession loads the model before it appends providers named in
+    `providers=`, so the op domain carried by the EP factory is not registered in time. ORT's own
+    hook for exactly this case (`_register_ep_custom_ops`, which registers TensorRT's plugin ops
+    when that provider is named) runs just before the load; we chain onto it and add our custom-op
+    library to the session options when FastAttentionEP is named. Returns False when this
+    onnxruntime has no such hook (then use ep_session_options() or register_custom_ops()).
+    """
+    ort = check_onnxruntime()
+    cls = ort.InferenceSession
+    original = getattr(cls, "_register_ep_custom_ops", None)
+    if original is None:
+        return False
+    if getattr(original, "_fastattn_onnx_hook", False):
+        return True
+
+    def _register_ep_custom_ops(self, session_options, providers, provider_options, available_providers):
+        original(self, session_options, providers, provider_options, available_providers)
+        if _names_fastattention_ep(providers):
+            register_custom_ops(session_options)
+
+    _register_ep_custom_ops._fastattn_onnx_hook = True
+    cls._register_ep_custom_ops = _register_ep_custom_ops
+    return True
+
+
+def _has_config_entry(session_options, key: str) -> bool:
+    try:
+        session_options.get_session_config_entry(key)
+        return True
+    except Exception:  # ORT raises when the key was never set
+        return False
 
 
 def is_registered() -> bool:

@@ -75,7 +75,7 @@ def _unfuse(placement: dict[str, str], node_names: list[str]) -> dict[str, str]:
         m = re.match(r"^(.*)_(\d+)_(\d+)_\d+$", name)  # <EP>_<EP>_<hash>_<k>_<n>
         if m:
             fused[(provider, int(m.group(3)))] = name
-    missing = [n for n in node_names if n not in placement]
+    missing = [n for n in node_names if n and n not in placement]  # unnamed nodes cannot be told apart
     out = {n: p for n, p in placement.items() if n in node_names}
     by_ep: dict[str, list] = {}
     for (provider, k), name in sorted(fused.items(), key=lambda kv: kv[0][1]):
