@@ -100,7 +100,8 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
             window_size=found.window_size,
             key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
             attn_bias=found.attn_bias.name if found.attn_bias else None,
-            kv_repeat_removed=found.repeat_kind, kv_cache=found.past_key is not None))
+            kv_repeat_removed=found.repeat_kind, kv_cache=found.past_key is not None,
+            softcap=found.softcap))
     for found in fused_matches:
         if id(found) in rejected_ids:
             continue
@@ -113,7 +114,7 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
             window_size=found.window_size,
             key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
             attn_bias=found.attn_bias.name if found.attn_bias else None,
-            kv_cache=found.past_key is not None))
+            kv_cache=found.past_key is not None, softcap=found.softcap))
     if report.fused:
         ir_passes.RemoveUnusedNodesPass()(model)
         model.opset_imports.setdefault(OP_DOMAIN, 1)

@@ -22,6 +22,8 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
                   "scale": float(found.scale), "causal": int(found.causal)}
     if found.window_size > 0:
         attributes["window_size"] = int(found.window_size)
+    if found.softcap > 0:
+        attributes["softcap"] = float(found.softcap)
     inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask,
               found.past_key, found.past_value]
     while inputs[-1] is None:
@@ -72,12 +74,10 @@ def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
     new = fused.outputs[0]
     new.type, new.shape = old.type, old.shape
     graph.insert_before(found.pv_matmul, new_nodes)
-    was_output = old.is_graph_output()
     old_name = old.name
     ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
     old.name = f"{old_name}__replaced"
     new.name = old_name  # keeps graph output names and readable value names
-    del was_output
     if found.past_key is not None:
         for old_present, new_present in zip((found.present_key, found.present_value), fused.outputs[1:]):
             name = old_present.name

@@ -18,6 +18,7 @@ class FusedAttention:
     attn_bias: str | None
     kv_repeat_removed: str | None = None
     kv_cache: bool = False
+    softcap: float = 0.0
 
 
 @dataclasses.dataclass
@@ -56,6 +57,8 @@ class ConvertReport:
                 mask.append(f"key padding from {f.key_padding_mask}")
             if f.attn_bias:
                 mask.append("additive bias")
+            if f.softcap:
+                mask.append(f"softcap {f.softcap:g}")
             lines.append(f"  fused {f.node} [{f.source}]: {f.num_heads} heads, "
                          f"{f.kv_num_heads} kv heads, head size {f.head_size}; "
                          f"{', '.join(mask) or 'no mask'}"

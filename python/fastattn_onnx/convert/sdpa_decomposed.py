@@ -24,6 +24,7 @@ class AttentionMatch:
     value: ir.Value  # [B, Hk, Skv, Dv]
     scale: float
     biases: list[ir.Value]  # additive terms before the softmax
+    softcap: float = 0.0
     repeat_kind: str | None = None  # repeat_kv form removed from K and V, if any
     repeated_key: ir.Value | None = None  # K and V as the graph had them, repeated to H heads
     repeated_value: ir.Value | None = None
@@ -56,22 +57,52 @@ class NoMatch(Exception):
     """Why a Softmax is not the core of a fusable attention."""
 
 
-def _leads_to_scores(value: ir.Value, depth: int = 6) -> bool:
-    """Whether `value` is (scaled, biased) Q @ K^T, i.e. the scores side of an Add."""
+def _leads_to_scores(value: ir.Value, depth: int = 8) -> bool:
+    """Whether `value` is (scaled, capped, biased) Q @ K^T, i.e. the scores side of an Add."""
     for _ in range(depth):
-        node = producer_op(value, "MatMul", "Mul", "Div", "Add")
+        node = producer_op(value, "MatMul", "Mul", "Div", "Add", "Cast", "Tanh")
         if node is None:
             return False
         if node.op_type == "MatMul":
             return True
+        if node.op_type in ("Cast", "Tanh"):
+            value = node.inputs[0]
+            continue
         if node.op_type == "Add":
             return any(_leads_to_scores(v, depth - 1) for v in node.inputs)
         value = node.inputs[0] if scalar(node.inputs[1]) is not None else node.inputs[1]
     return False
 
 
+def _skip_casts(value: ir.Value) -> ir.Value:
+    """Precision casts around the softmax (fp16 scores, fp32 softmax) do not change the math."""
+    while (cast := producer_op(value, "Cast")) is not None:
+        value = cast.inputs[0]
+    return value
+
+
+def _peel_softcap(value: ir.Value) -> tuple[ir.Value, float]:
+    """cap * tanh(x / cap) (Gemma-2 style) -> (x, cap); (value, 0.0) if absent."""
+    outer = producer_op(value, "Mul")
+    if outer is None:
+        return value, 0.0
+    for tanh_side, cap_side in ((0, 1), (1, 0)):
+        cap = scalar(outer.inputs[cap_side])
+        tanh = producer_op(outer.inputs[tanh_side], "Tanh")
+        if cap is None or cap <= 0 or tanh is None:
+            continue
+        divide = producer_op(tanh.inputs[0], "Div", "Mul")
+        if divide is None:
+            continue
+        by = scalar(divide.inputs[1])
+        if by is not None and (by == cap if divide.op_type == "Div" else abs(by * cap - 1) < 1e-6):
+            return divide.inputs[0], cap  # x / cap, or x * (1 / cap)
+    return value, 0.0
+
+
 def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
     biases = []
+    value = _skip_casts(value)
     while (add := producer_op(value, "Add")) is not None:
         a, b = add.inputs
         if _leads_to_scores(a):
@@ -81,6 +112,7 @@ def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
         else:
             break
         biases.append(bias)
+        value = _skip_casts(value)
     return value, biases
 
 
@@ -123,6 +155,11 @@ def _untranspose_key(key_t: ir.Value) -> tuple[ir.Value, str, float]:
     raise NoMatch(f"K^T transpose has perm {perm}, not a [B,H,S,D] -> [B,H,D,S] swap")
 
 
+def _data_readers(value: ir.Value) -> int:
+    """Readers of the values (Shape only reads the size, typically for the mask: not counted)."""
+    return sum(1 for use in value.uses() if use.node.op_type != "Shape") + value.is_graph_output()
+
+
 def match(softmax: ir.Node) -> AttentionMatch:
     axis = int_attr(softmax, "axis", -1)
     if axis not in (-1, 3):
@@ -137,18 +174,20 @@ def match(softmax: ir.Node) -> AttentionMatch:
     if consumer.op_type != "MatMul" or consumer.inputs[0] is not probs:
         raise NoMatch(f"attention probabilities feed {consumer.op_type}, not MatMul(P, V)")
     scores, biases = _peel_biases(softmax.inputs[0])
-    scores, scale = _peel_scale(scores)
+    scores, softcap = _peel_softcap(scores)
+    scores, scale = _peel_scale(_skip_casts(scores))
     qk = producer_op(scores, "MatMul")
     if qk is None:
         raise NoMatch("no Q @ K^T MatMul before the softmax")
-    if len(list(qk.outputs[0].uses())) != 1 or len(list(softmax.inputs[0].uses())) != 1:
+    if _data_readers(qk.outputs[0]) != 1 or _data_readers(softmax.inputs[0]) != 1:
         raise NoMatch("scores are read by another consumer")
     query, q_factor = _peel_scale(qk.inputs[0])
     key, key_layout, k_factor = _untranspose_key(qk.inputs[1])
     value = consumer.inputs[1]
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
-                           scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk)
+                           scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk,
+                           softcap=softcap)
     if key_layout == "bhsd":
         kv_key, key_repeat = unrepeated(key)
         kv_value, value_repeat = unrepeated(value)

@@ -1,0 +1,31 @@
+"""Decomposed forms the exporters above do not write: Trilu causal mask with -inf, Gemma-2
+softcapping, a softmax between precision casts, the scale folded into Q and K."""
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from convert_helpers import providers_running_fastattention  # puts models/ on sys.path
+import build_decomposed  # noqa: I001
+
+from fastattn_onnx.convert import convert, inputs
+
+
+@pytest.mark.parametrize("split_scale", [True, False], ids=["scale-in-q-and-k", "scale-on-scores"])
+def test_softcap_trilu_mask_and_scale_forms(split_scale, tmp_path):
+    path = str(tmp_path / "decomposed.onnx")
+    onnx.save(build_decomposed.build_decomposed_model(softcap=30.0, split_scale=split_scale), path)
+    result = convert(path, verify=True)
+    assert result.fused == 1, result.report.summary()
+    fused = result.report.fused[0]
+    assert fused.causal and fused.softcap == 30.0 and fused.attn_bias is None
+    assert result.verify.ok, result.verify.summary()
+    model = onnx.load(result.output_path)
+    node = next(n for n in model.graph.node if n.op_type == "FastAttention")
+    scale = next(a.f for a in node.attribute if a.name == "scale")
+    assert scale == pytest.approx(build_decomposed.HEAD_SIZE ** -0.5, rel=1e-6)
+    # Mask (Trilu/Where), softcap (Tanh) and softmax casts all went with the fusion.
+    assert {n.op_type for n in model.graph.node} == {"MatMul", "Reshape", "Transpose", "FastAttention"}
+    feeds = inputs.make_inputs(inputs.plan_inputs(result.model))
+    on_ep, elsewhere = providers_running_fastattention(result.output_path, feeds)
+    assert on_ep == 1 and not elsewhere
