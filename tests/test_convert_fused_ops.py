@@ -6,7 +6,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from convert_helpers import exported, providers_running_fastattention  # puts models/ on sys.path
+from convert_helpers import SIZES, exported, providers_running_fastattention  # puts models/ on sys.path
 import build_fused_ops  # noqa: I001
 
 from fastattn_onnx.convert import convert, inputs
@@ -54,4 +54,6 @@ def test_onnxscript_fused_mha_loses_its_mask_tensor(arch, tmp_path_factory, tmp_
         assert fused.source == "com.microsoft::MultiHeadAttention"
         assert fused.causal and fused.attn_bias is None and fused.key_padding_mask == "attention_mask"
         assert fused.window_size == (40 if arch == "mistral" else -1)
+        # onnxscript expands K/V to every head first; the repeat is taken back out.
+        assert fused.kv_num_heads == SIZES[arch]["kv_heads"] < fused.num_heads
     assert result.verify.ok, result.verify.summary()

@@ -141,6 +141,7 @@ def analyse_fused(model: ir.Model, matches: list) -> list[tuple[object, str]]:
     for found in matches:
         wanted += [v for v in (found.query, found.key, found.value, found.mask,
                                found.key_padding_mask, found.past_key) if v is not None]
+        wanted += list(found.kv_sources or ())
     probes = read_values(model, wanted, feeds)
     mask_inputs = {p.name for p in plans if p.kind == "mask"}
     rejected = []

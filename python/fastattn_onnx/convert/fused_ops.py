@@ -10,7 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from .. import OP_DOMAIN, OP_TYPE
-from ._graph import backward_slice
+from ._graph import backward_slice, producer_op
+from .gqa_repeat import unrepeated
 from . import masks as mask_rules
 
 
@@ -32,6 +33,8 @@ class FusedOpMatch:
     key_padding_mask: ir.Value | None = None
     past_key: ir.Value | None = None
     past_value: ir.Value | None = None
+    # 3D K/V that were expanded from fewer kv heads: the [B, Hk, S, D] sources (gqa_repeat.py)
+    kv_sources: tuple[ir.Value, ir.Value] | None = None
 
     @property
     def name(self) -> str:
@@ -94,6 +97,29 @@ def _match_mha(node: ir.Node) -> FusedOpMatch:
                         past_key=_input(node, 6), past_value=_input(node, 7))
 
 
+def _bhsd_behind_3d(value: ir.Value) -> ir.Value | None:
+    """x for a 3D value written as Reshape(Transpose(x [B, H, S, D], perm=(0, 2, 1, 3)))."""
+    reshape = producer_op(value, "Reshape")
+    transpose = producer_op(reshape.inputs[0], "Transpose") if reshape is not None else None
+    if transpose is None or _attr(transpose, "perm") is None:
+        return None
+    return transpose.inputs[0] if tuple(_attr(transpose, "perm")) == (0, 2, 1, 3) else None
+
+
+def _find_kv_sources(found: FusedOpMatch) -> None:
+    """3D K and V expanded from kv heads (repeat_kv before the fused op): keep their sources."""
+    if found.past_key is not None:
+        return
+    sources = []
+    for value in (found.key, found.value):
+        inner = _bhsd_behind_3d(value)
+        source, kind = unrepeated(inner) if inner is not None else (None, None)
+        if kind not in ("expand", "tile5d"):
+            return
+        sources.append(source)
+    found.kv_sources = (sources[0], sources[1])
+
+
 def find(graph: ir.Graph) -> tuple[list[FusedOpMatch], list[tuple[str, str]]]:
     matches, skipped = [], []
     for node in graph:
@@ -101,8 +127,10 @@ def find(graph: ir.Graph) -> tuple[list[FusedOpMatch], list[tuple[str, str]]]:
         try:
             if kind in (("", "Attention"), ("ai.onnx", "Attention")):
                 matches.append(_match_onnx_attention(node))
+                _find_kv_sources(matches[-1])
             elif kind == ("com.microsoft", "MultiHeadAttention"):
                 matches.append(_match_mha(node))
+                _find_kv_sources(matches[-1])
             elif kind == ("com.microsoft", "GroupQueryAttention"):
                 skipped.append((node.name or node.op_type, "GroupQueryAttention (seqlens_k, "
                                 "shared KV buffers, in-op rotary) is not mapped"))
@@ -127,6 +155,14 @@ def analyse(found: FusedOpMatch, probes: list[dict], feeds: list[dict], mask_inp
     elif not found.num_heads:
         raise Unsupported("3D inputs without a head count")
     found.kv_num_heads = found.kv_num_heads or found.num_heads
+    if len(q) == 3 and found.kv_sources is not None:
+        source_shape = probes[0][found.kv_sources[0].name].shape
+        if len(source_shape) == 4 and found.num_heads % source_shape[1] == 0:
+            found.kv_num_heads = int(source_shape[1])
+        else:
+            found.kv_sources = None
+    elif found.kv_sources is not None:
+        found.kv_sources = None
     found.head_size = int(q[3]) if len(q) == 4 else int(q[2]) // int(found.num_heads)
     if found.key_padding_mask is not None:
         kpm = probes[0][found.key_padding_mask.name]
@@ -180,6 +216,19 @@ def replace(graph: ir.Graph, found: FusedOpMatch, index: int) -> ir.Node:
         for j, n in enumerate(new_nodes):
             n.outputs[0].name = f"fastattn_{index}/bias_{j}"
         bias = where.outputs[0]
+    key, value = found.key, found.value
+    if found.kv_sources is not None:  # un-repeated kv heads, back to the 3D layout
+        merge = ir.node("Constant", [], {"value": ir.tensor(np.array([0, 0, -1], np.int64))})
+        new_nodes.append(merge)
+        merged = []
+        for which, source in zip(("key", "value"), found.kv_sources):
+            transpose = ir.node("Transpose", [source], {"perm": [0, 2, 1, 3]})
+            reshape = ir.node("Reshape", [transpose.outputs[0], merge.outputs[0]])
+            new_nodes += [transpose, reshape]
+            merged.append(reshape.outputs[0])
+        key, value = merged
+        for j, n in enumerate(new_nodes):
+            n.outputs[0].name = n.outputs[0].name or f"fastattn_{index}/kv_{j}"
     attributes = {"num_heads": int(found.num_heads), "kv_num_heads": int(found.kv_num_heads),
                   "causal": int(found.causal)}
     if found.scale is not None:
@@ -188,7 +237,7 @@ def replace(graph: ir.Graph, found: FusedOpMatch, index: int) -> ir.Node:
         attributes["softcap"] = float(found.softcap)
     if found.window_size > 0:
         attributes["window_size"] = int(found.window_size)
-    inputs = [found.query, found.key, found.value, bias, found.key_padding_mask,
+    inputs = [found.query, key, value, bias, found.key_padding_mask,
               found.past_key, found.past_value]
     while inputs[-1] is None:
         inputs.pop()
