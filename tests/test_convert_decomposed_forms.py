@@ -29,3 +29,14 @@ def test_softcap_trilu_mask_and_scale_forms(split_scale, tmp_path):
     feeds = inputs.make_inputs(inputs.plan_inputs(result.model))
     on_ep, elsewhere = providers_running_fastattention(result.output_path, feeds)
     assert on_ep == 1 and not elsewhere
+
+
+def test_gemma2_softcap_and_alternating_window(tmp_path_factory):
+    """Gemma-2 (TorchScript): softcapped scores; layer 0 slides a 40-token window, layer 1 is global."""
+    from convert_helpers import exported
+
+    result = convert(exported("gemma2", "torchscript", tmp_path_factory), verify=True)
+    assert result.fused == 2, result.report.summary()
+    assert [f.window_size for f in result.report.fused] == [40, -1]
+    assert all(f.causal and f.softcap == 50.0 and f.kv_num_heads == 2 for f in result.report.fused)
+    assert result.verify.ok and result.verify.sizes["seq"] > 40, result.verify.summary()
