@@ -101,7 +101,7 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
             key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
             attn_bias=found.attn_bias.name if found.attn_bias else None,
             kv_repeat_removed=found.repeat_kind, kv_cache=found.past_key is not None,
-            softcap=found.softcap))
+            softcap=found.softcap, layout="3d" if found.layout_3d else "4d"))
     for found in fused_matches:
         if id(found) in rejected_ids:
             continue
@@ -114,7 +114,8 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
             window_size=found.window_size,
             key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
             attn_bias=found.attn_bias.name if found.attn_bias else None,
-            kv_cache=found.past_key is not None, softcap=found.softcap))
+            kv_cache=found.past_key is not None, softcap=found.softcap,
+            layout="as-is"))  # the fused op's own Q/K/V layout
     if report.fused:
         ir_passes.RemoveUnusedNodesPass()(model)
         model.opset_imports.setdefault(OP_DOMAIN, 1)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from . import inputs as model_inputs
+from . import layout
 from . import masks as mask_rules
 from ._graph import backward_slice, constant_array
 from .probe import ProbeError, read_values
@@ -77,12 +78,15 @@ def analyse(model: ir.Model, matches: list[AttentionMatch]) -> list[tuple[Attent
     for found in matches:
         wanted += [found.query, found.key, found.value, *found.biases]
         wanted += [v for v in (found.past_key, found.past_value) if v is not None]
+        if found.layout_3d:
+            wanted += [found.layout_3d[n] for n in ("query", "key", "value", "merged")]
     probes = read_values(model, wanted, feeds)
     mask_inputs = {p.name for p in plans if p.kind == "mask"}
     rejected = []
     for found in matches:
         try:
             _sizes(found, probes)
+            layout.check_3d(found, {name: a.shape for name, a in probes[0].items()})
             _masks(model, plans, found, probes, feeds, mask_inputs)
         except NoMatch as reason:
             rejected.append((found, str(reason)))

@@ -11,8 +11,10 @@ from .sdpa_decomposed import AttentionMatch
 def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
     """The new nodes (a layout Transpose if the key is [B, S, H, D], then FastAttention)."""
     nodes = []
-    key = found.key
-    if found.key_layout == "bshd":
+    query, key, value = found.query, found.key, found.value
+    if found.layout_3d is not None:
+        query, key, value = (found.layout_3d[n] for n in ("query", "key", "value"))
+    elif found.key_layout == "bshd":
         transpose = ir.node("Transpose", [key], {"perm": [0, 2, 1, 3]},
                             name=f"fastattn_{index}/key_to_bhsd")
         transpose.outputs[0].name = f"fastattn_{index}/key_bhsd"
@@ -24,7 +26,7 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
         attributes["window_size"] = int(found.window_size)
     if found.softcap > 0:
         attributes["softcap"] = float(found.softcap)
-    inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask,
+    inputs = [query, key, value, found.attn_bias, found.key_padding_mask,
               found.past_key, found.past_value]
     while inputs[-1] is None:
         inputs.pop()
@@ -35,12 +37,13 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
     return nodes
 
 
-def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, index: int) -> None:
+def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, index: int,
+                         perm: tuple[int, ...] = (0, 1, 2, 3)) -> None:
     """Shape(out) and Shape(Transpose(out)) become Gather(Shape(query), perm): the same numbers
     (out has the query's [B, H, S, D] shape when Dv == D) without a data dependence on attention,
     and without relying on the custom op's inferred output shape when ORT folds shapes."""
-    pending = [(output, (0, 1, 2, 3))]
-    k = 0
+    pending = [(output, perm)]
+    k = sum(1 for node in graph if (node.name or "").startswith(f"fastattn_{index}/query_shape_"))
     while pending:
         value, perm = pending.pop()
         for use in list(value.uses()):
@@ -70,7 +73,7 @@ def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, ind
 def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
     new_nodes = fused_node(found, index)
     fused = new_nodes[-1]
-    old = found.output
+    old = found.layout_3d["merged"] if found.layout_3d else found.output
     new = fused.outputs[0]
     new.type, new.shape = old.type, old.shape
     graph.insert_before(found.pv_matmul, new_nodes)
@@ -94,5 +97,12 @@ def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
             else:
                 new_present.name = f"{name}__present"
     if found.value_head_size == found.head_size:
-        _reroute_shape_reads(graph, new, found.query, index)
+        if found.layout_3d is not None:
+            # The old 4D output (still read by Shape nodes) had the shape of the query's
+            # [B, S, H, D] split, transposed.
+            _reroute_shape_reads(graph, found.output, found.layout_3d["query_bshd"], index,
+                                 perm=(0, 2, 1, 3))
+            _reroute_shape_reads(graph, new, found.layout_3d["query"], index, perm=(0, 1, 2))
+        else:
+            _reroute_shape_reads(graph, new, found.query, index)
     return fused

@@ -19,6 +19,7 @@ class FusedAttention:
     kv_repeat_removed: str | None = None
     kv_cache: bool = False
     softcap: float = 0.0
+    layout: str = "4d"  # "3d": Q/K/V/output as [B, S, heads*D], head split/merge removed
 
 
 @dataclasses.dataclass
@@ -59,7 +60,7 @@ class ConvertReport:
                 mask.append("additive bias")
             if f.softcap:
                 mask.append(f"softcap {f.softcap:g}")
-            lines.append(f"  fused {f.node} [{f.source}]: {f.num_heads} heads, "
+            lines.append(f"  fused {f.node} [{f.source}, {f.layout}]: {f.num_heads} heads, "
                          f"{f.kv_num_heads} kv heads, head size {f.head_size}; "
                          f"{', '.join(mask) or 'no mask'}"
                          + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else "")

@@ -10,7 +10,7 @@ import dataclasses
 import onnx_ir as ir
 
 from ._graph import int_attr, ints_attr, only_consumer, producer_op, scalar
-from . import kv_cache
+from . import kv_cache, layout
 from .gqa_repeat import unrepeated
 
 
@@ -34,6 +34,8 @@ class AttentionMatch:
     past_value: ir.Value | None = None
     present_key: ir.Value | None = None  # the Concat results the op's present outputs replace
     present_value: ir.Value | None = None
+    # 3D layout sources (layout.py): query/key/value [B, S, heads*D] and the merged output
+    layout_3d: dict | None = None
     # Filled by the analysis:
     num_heads: int = 0
     kv_num_heads: int = 0
@@ -195,6 +197,7 @@ def match(softmax: ir.Node) -> AttentionMatch:
             found.repeated_key, found.repeated_value = key, value
             found.key, found.value, found.repeat_kind = kv_key, kv_value, key_repeat
     kv_cache.split_cache(found)
+    layout.find_3d(found)
     return found
 
 
