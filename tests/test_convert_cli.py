@@ -135,3 +135,27 @@ def test_bench_model_smoke(tmp_path_factory, capsys):
                            repeats=1, threads=1) == 0
     out = capsys.readouterr().out
     assert "speed-up vs original" in out and "converted, 2 fused (FastAttentionEP)" in out
+
+
+def test_verify_failure_writes_nothing(tmp_path, monkeypatch, tmp_path_factory, capsys):
+    """Above tolerance: VerifyError, exit code 3 from the CLI, and no output file."""
+    import argparse
+
+    import numpy as np
+    from convert_helpers import exported
+
+    from fastattn_onnx import convert_cli
+    from fastattn_onnx.convert import VerifyError, verify
+
+    monkeypatch.setattr(verify, "TOLERANCE", {np.dtype(np.float32): 0.0})  # nothing passes
+    source = exported("bert", "torchscript", tmp_path_factory)
+    output = str(tmp_path / "out.onnx")
+    with pytest.raises(VerifyError, match="verify FAILED"):
+        convert(source, output)
+    assert os.listdir(tmp_path) == []
+    parser = argparse.ArgumentParser()
+    convert_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["convert", source, "-o", output, "--quiet"])
+    assert args.run(args) == 3
+    assert "does not match the original; nothing written" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
