@@ -5,7 +5,6 @@ sizes, with and without padding): sizes that stay fixed across probes are the mo
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
 from . import inputs as model_inputs

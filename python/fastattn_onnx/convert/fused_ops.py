@@ -221,7 +221,7 @@ def replace(graph: ir.Graph, found: FusedOpMatch, index: int) -> ir.Node:
         merge = ir.node("Constant", [], {"value": ir.tensor(np.array([0, 0, -1], np.int64))})
         new_nodes.append(merge)
         merged = []
-        for which, source in zip(("key", "value"), found.kv_sources):
+        for source in found.kv_sources:
             transpose = ir.node("Transpose", [source], {"perm": [0, 2, 1, 3]})
             reshape = ir.node("Reshape", [transpose.outputs[0], merge.outputs[0]])
             new_nodes += [transpose, reshape]
