@@ -16,7 +16,10 @@ HEADS, HEAD_SIZE = 4, 16
 HIDDEN = HEADS * HEAD_SIZE
 
 
-def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True) -> onnx.ModelProto:
+def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True,
+                           mask_from_positions: bool = False) -> onnx.ModelProto:
+    """mask_from_positions: the causal mask compares position_ids values (packed-sequence
+    style) instead of coming from Trilu; it looks causal only for positions 0..S-1."""
     rng = np.random.default_rng(0)
 
     def const(name, array):
@@ -49,15 +52,21 @@ def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True) -> o
                   n("Mul", ["raw_scores", "scale"], ["scores"])]
     nodes += [n("Div", ["scores", "cap"], ["scores_over_cap"]),
               n("Tanh", ["scores_over_cap"], ["scores_tanh"]),
-              n("Mul", ["scores_tanh", "cap"], ["capped"]),
-              # causal mask: lower triangle of ones [S, S] from Trilu, -inf above it
-              n("Shape", ["scores"], ["scores_shape"]),
-              n("Gather", ["scores_shape", "last2"], ["square"]),
-              n("ConstantOfShape", ["square"], ["ones"],
-                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
-              n("Trilu", ["ones"], ["lower"], upper=0),
-              n("Cast", ["lower"], ["lower_bool"], to=TensorProto.BOOL),
-              n("Where", ["lower_bool", "zero", "minus_inf"], ["mask"]),
+              n("Mul", ["scores_tanh", "cap"], ["capped"])]
+    if mask_from_positions:
+        inits += [const("axes_1_2", np.array([1, 2], np.int64)),
+                  const("axes_1_3", np.array([1, 3], np.int64))]
+        nodes += [n("Unsqueeze", ["position_ids", "axes_1_2"], ["key_pos"]),  # [B, 1, 1, S]
+                  n("Unsqueeze", ["position_ids", "axes_1_3"], ["query_pos"]),  # [B, 1, S, 1]
+                  n("LessOrEqual", ["key_pos", "query_pos"], ["lower_bool"])]
+    else:  # causal mask: lower triangle of ones [S, S] from Trilu
+        nodes += [n("Shape", ["scores"], ["scores_shape"]),
+                  n("Gather", ["scores_shape", "last2"], ["square"]),
+                  n("ConstantOfShape", ["square"], ["ones"],
+                    value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+                  n("Trilu", ["ones"], ["lower"], upper=0),
+                  n("Cast", ["lower"], ["lower_bool"], to=TensorProto.BOOL)]
+    nodes += [n("Where", ["lower_bool", "zero", "minus_inf"], ["mask"]),
               n("Add", ["capped", "mask"], ["masked"]),
               n("Cast", ["masked"], ["masked_f32"], to=TensorProto.FLOAT),
               n("Softmax", ["masked_f32"], ["probs_f32"], axis=-1),
@@ -67,7 +76,9 @@ def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True) -> o
               n("Reshape", ["context_bshd", "merge_shape"], ["y"])]
     graph = helper.make_graph(
         nodes, "decomposed",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", HIDDEN])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", HIDDEN])]
+        + ([helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])]
+           if mask_from_positions else []),
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", HIDDEN])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

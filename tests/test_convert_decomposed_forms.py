@@ -41,3 +41,15 @@ def test_gemma2_softcap_and_alternating_window(tmp_path_factory):
     assert [f.window_size for f in result.report.fused] == [40, -1]
     assert all(f.causal and f.softcap == 50.0 and f.kv_num_heads == 2 for f in result.report.fused)
     assert result.verify.ok and result.verify.sizes["seq"] > 40, result.verify.summary()
+
+
+def test_mask_reading_other_input_values_stays_a_bias(tmp_path):
+    """A causal mask compared from position_ids values looks causal on probe positions but is
+    not causal for every input (packed sequences): it must stay an additive attn_bias."""
+    path = str(tmp_path / "positions.onnx")
+    onnx.save(build_decomposed.build_decomposed_model(mask_from_positions=True), path)
+    result = convert(path, verify=True)
+    assert result.fused == 1, result.report.summary()
+    fused = result.report.fused[0]
+    assert not fused.causal and fused.attn_bias is not None
+    assert result.verify.ok, result.verify.summary()

@@ -10,7 +10,7 @@ import onnx_ir as ir
 from . import inputs as model_inputs
 from . import layout
 from . import masks as mask_rules
-from ._graph import backward_slice, constant_array
+from ._graph import backward_slice, constant_array, value_inputs
 from .probe import ProbeError, read_values
 from .sdpa_decomposed import AttentionMatch, NoMatch
 
@@ -114,6 +114,10 @@ def _masks(model, plans, found: AttentionMatch, probes, feeds, mask_inputs) -> N
         padding_inputs = sorted(reads & mask_inputs)
         arrays, paddings = mask_samples(model, plans, bias, probes, feeds, padding_inputs)
         meaning = mask_rules.classify(arrays, paddings)
+        if value_inputs(bias) - mask_inputs:
+            # It reads the values of other inputs (position ids, segment ids...): what the
+            # probes showed may not hold for other values, so it stays an additive bias.
+            meaning = None
         if meaning is None:
             general.append(bias)
         else:

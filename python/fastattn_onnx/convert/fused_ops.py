@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from .. import OP_DOMAIN, OP_TYPE
-from ._graph import backward_slice, producer_op
+from ._graph import backward_slice, producer_op, value_inputs
 from .gqa_repeat import unrepeated
 from . import masks as mask_rules
 
@@ -182,6 +182,8 @@ def analyse(found: FusedOpMatch, probes: list[dict], feeds: list[dict], mask_inp
     arrays, paddings = mask_samples(model, plans, found.mask, probes, feeds, padding_inputs)
     additive = [np.where(a, 0.0, -np.inf) if a.dtype == np.bool_ else a for a in arrays]
     meaning = mask_rules.classify(additive, paddings)
+    if value_inputs(found.mask) - mask_inputs:
+        meaning = None  # reads other inputs' values: see analysis._masks
     if meaning is not None and meaning.padding_input and found.key_padding_mask is not None:
         meaning = None  # padding already given another way: keep this mask as a bias
     if meaning is None:
