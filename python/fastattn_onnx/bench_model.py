@@ -205,15 +205,17 @@ def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeat
             for _ in range(repeats):
                 for contender in contenders:
                     contender.times.append(contender.ask("run")["s"])
-            rows = [(c.label, {"median_s": statistics.median(c.times),
-                               "peak_rss_gib": c.ask("rss")["gib"]}) for c in contenders]
+            rows = [(c.label, {"median_s": statistics.median(c.times), "min_s": min(c.times),
+                               "max_s": max(c.times), "peak_rss_gib": c.ask("rss")["gib"]})
+                    for c in contenders]
             rows[0][1].update(contenders[0].ask("profile"))
         finally:
             for contender in contenders:
                 contender.close()
         converted_nodes = {n.name for n in onnx.load(converted_path, load_external_data=False).graph.node}
     for label, row in rows:
-        print(f"{label:<44} median {row['median_s'] * 1e3:9.1f} ms   peak RSS {row['peak_rss_gib']:.2f} GiB")
+        print(f"{label:<44} median {row['median_s'] * 1e3:9.1f} ms  (min {row['min_s'] * 1e3:.1f}, "
+              f"max {row['max_s'] * 1e3:.1f})   peak RSS {row['peak_rss_gib']:.2f} GiB")
     ours = rows[-1][1]["median_s"]
     print(f"speed-up vs original: {rows[0][1]['median_s'] / ours:.2f}x")
     if optimized_path:
