@@ -10,7 +10,7 @@ import argparse
 import os
 import warnings
 
-ARCHS = ("llama", "mistral", "gpt2", "bert")
+ARCHS = ("llama", "mistral", "gemma2", "qwen2", "gpt2", "bert")
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -36,6 +36,20 @@ def build_model(arch: str, hidden: int = 64, heads: int = 4, kv_heads: int | Non
                                vocab_size=vocab, max_position_embeddings=8192,
                                sliding_window=sliding_window)
         model = tf.MistralForCausalLM(cfg)
+    elif arch == "gemma2":  # softcapped scores; layers alternate sliding window and global
+        cfg = tf.Gemma2Config(hidden_size=hidden, num_attention_heads=heads,
+                              num_key_value_heads=kv_heads or max(1, heads // 4),
+                              head_dim=hidden // heads, num_hidden_layers=layers,
+                              intermediate_size=intermediate, vocab_size=vocab,
+                              max_position_embeddings=8192, sliding_window=sliding_window,
+                              attn_logit_softcapping=50.0, final_logit_softcapping=None)
+        model = tf.Gemma2ForCausalLM(cfg)
+    elif arch == "qwen2":  # biases on the q/k/v projections
+        cfg = tf.Qwen2Config(hidden_size=hidden, num_attention_heads=heads,
+                             num_key_value_heads=kv_heads or max(1, heads // 4),
+                             num_hidden_layers=layers, intermediate_size=intermediate,
+                             vocab_size=vocab, max_position_embeddings=8192)
+        model = tf.Qwen2ForCausalLM(cfg)
     elif arch == "gpt2":
         cfg = tf.GPT2Config(n_embd=hidden, n_head=heads, n_layer=layers, n_inner=intermediate,
                             vocab_size=vocab, n_positions=1024)

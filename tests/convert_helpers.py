@@ -5,13 +5,14 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
+sys.path.insert(0, os.path.join(ROOT, "models"))  # export_hf, export_kv_cache, build_fused_ops
 
 import export_hf  # noqa: E402
 
 # Small enough for 2 shared cores; GQA on llama (4 query heads over 2 kv heads).
 SIZES = {"llama": dict(hidden=64, heads=4, kv_heads=2, layers=2),
          "mistral": dict(hidden=64, heads=4, kv_heads=2, layers=2, sliding_window=40),
+         "gemma2": dict(hidden=64, heads=4, kv_heads=2, layers=2, sliding_window=40),
          "gpt2": dict(hidden=64, heads=4, layers=2),
          "bert": dict(hidden=64, heads=4, layers=2)}
 CASES = [(arch, exporter) for arch in ("llama", "mistral", "gpt2", "bert")

@@ -95,3 +95,67 @@ def test_malformed_file_clear_error_nothing_written(kind, tmp_path, mlp_path):
 def test_missing_file(tmp_path):
     done = _cli(str(tmp_path / "nope.onnx"))
     assert done.returncode != 0 and "no such file" in done.stderr
+
+
+def test_metadata_opsets_and_names_preserved(mlp_path, tmp_path):
+    model = onnx.load(mlp_path)
+    onnx.helper.set_model_props(model, {"author": "tests", "license": "apache"})
+    model.producer_name, model.doc_string = "unit-test", "an MLP"
+    path = str(tmp_path / "meta.onnx")
+    onnx.save(model, path)
+    out = onnx.load(convert(path).output_path)
+    assert {p.key: p.value for p in out.metadata_props} == {"author": "tests", "license": "apache"}
+    assert (out.producer_name, out.doc_string) == ("unit-test", "an MLP")
+    assert [(o.domain, o.version) for o in out.opset_import] == [("", 17)]
+    assert out.ir_version == 8
+
+
+def test_external_data_saved_beside_the_output(tmp_path, monkeypatch, tmp_path_factory):
+    """Big models keep their weights in <output>.data (threshold lowered to exercise it)."""
+    from convert_helpers import exported
+
+    from fastattn_onnx.convert import loading
+
+    monkeypatch.setattr(loading, "EXTERNAL_DATA_THRESHOLD", 0)
+    source = exported("gpt2", "torchscript", tmp_path_factory)
+    output = str(tmp_path / "out.onnx")
+    result = convert(source, output, verify=True)
+    assert result.fused == 2 and result.verify.ok
+    assert sorted(os.listdir(tmp_path)) == ["out.onnx", "out.onnx.data"]
+    model = onnx.load(output, load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def test_bench_model_smoke(tmp_path_factory, capsys):
+    from convert_helpers import exported
+
+    from fastattn_onnx.bench_model import run_model_bench
+
+    assert run_model_bench(exported("llama", "dynamo", tmp_path_factory), seq_len=37, batch=1,
+                           repeats=1, threads=1) == 0
+    out = capsys.readouterr().out
+    assert "speed-up vs original" in out and "converted, 2 fused (FastAttentionEP)" in out
+
+
+def test_verify_failure_writes_nothing(tmp_path, monkeypatch, tmp_path_factory, capsys):
+    """Above tolerance: VerifyError, exit code 3 from the CLI, and no output file."""
+    import argparse
+
+    import numpy as np
+    from convert_helpers import exported
+
+    from fastattn_onnx import convert_cli
+    from fastattn_onnx.convert import VerifyError, verify
+
+    monkeypatch.setattr(verify, "TOLERANCE", {np.dtype(np.float32): 0.0})  # nothing passes
+    source = exported("bert", "torchscript", tmp_path_factory)
+    output = str(tmp_path / "out.onnx")
+    with pytest.raises(VerifyError, match="verify FAILED"):
+        convert(source, output)
+    assert os.listdir(tmp_path) == []
+    parser = argparse.ArgumentParser()
+    convert_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["convert", source, "-o", output, "--quiet"])
+    assert args.run(args) == 3
+    assert "does not match the original; nothing written" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

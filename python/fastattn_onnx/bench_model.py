@@ -1,7 +1,8 @@
 """`python -m fastattn_onnx bench model.onnx`: the model's median latency before and after
 conversion, next to onnxruntime.transformers.optimizer's result on the same file.
 
-Each contender runs in its own process, so its peak RSS is its own. The Amdahl bound printed
+Each contender runs in its own process (its peak RSS is its own); runs are taken round-robin,
+one per contender per round, so load on the shared machine hits all contenders alike. The Amdahl bound printed
 with the ratio assumes only attention can shrink: the original's non-attention time (from its
 ORT profile) plus causal-skipping attention FLOPs at the GEMM rate ORT reached on Q @ K^T.
 """
@@ -44,59 +45,93 @@ def _feeds(model_path: str, batch: int, seq_len: int) -> dict:
     return inputs.make_inputs(plans, sizes, padded=False)
 
 
-def _worker(spec: dict) -> dict:
-    """Time one contender in this process (runs in a child; see _run_worker)."""
-    import resource
-
-    import numpy as np
+def _session(spec: dict, optimized: bool = True, profile_dir: str | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = spec["threads"]
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if profile_dir:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(profile_dir, "profile")
     providers = ["CPUExecutionProvider"]
     if spec["fused"]:
         from . import EP_NAME, register_custom_ops
 
         providers = [EP_NAME, "CPUExecutionProvider"]
         register_custom_ops(options)  # the op's schema, so the model loads (see verify.py)
-    if spec.get("profile"):
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(spec["tmpdir"], "profile")
-    session = ort.InferenceSession(spec["path"], options, providers=providers)
+    return ort.InferenceSession(spec["path"], options, providers=providers)
+
+
+def _serve(spec: dict) -> None:
+    """A contender's process: loads its session, then times one run per "run" line on stdin.
+
+    Contenders are timed round-robin (one run each per round), so machine load hits all alike,
+    and each keeps its own process so its peak RSS is its own.
+    """
+    import resource
+
+    session = _session(spec)
     feeds = _feeds(spec["path"], spec["batch"], spec["seq_len"])
     needed = {i.name for i in session.get_inputs()}
     feeds = {k: v for k, v in feeds.items() if k in needed}
     session.run(None, feeds)  # warm-up
-    times = []
-    for _ in range(spec["repeats"]):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    result = {"median_s": statistics.median(times), "times_s": times,
-              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-    if spec.get("profile"):
-        with open(session.end_profiling(), encoding="utf-8") as f:
-            events = json.load(f)
-        per_node: dict[str, float] = {}
-        for event in events:
-            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-                name = event["name"][: -len("_kernel_time")]
-                per_node[name] = per_node.get(name, 0.0) + event["dur"] * 1e-6
-        runs = spec["repeats"] + 1
-        result["node_s"] = {k: v / runs for k, v in per_node.items()}
-        del np
-    return result
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "run":
+            start = time.perf_counter()
+            session.run(None, feeds)
+            print(json.dumps({"s": time.perf_counter() - start}), flush=True)
+        elif command == "rss":
+            print(json.dumps({"gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}),
+                  flush=True)
+        elif command == "profile":
+            # Unoptimized, so every event carries a graph node's own name (ORT's fusions would
+            # rename the attention MatMuls); used for shares only, never for the medians.
+            del session
+            profiled = _session(spec, optimized=False, profile_dir=spec["tmpdir"])
+            profiled.run(None, feeds)
+            with open(profiled.end_profiling(), encoding="utf-8") as f:
+                events = json.load(f)
+            per_node: dict[str, float] = {}
+            for event in events:
+                if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                    name = event["name"][: -len("_kernel_time")]
+                    per_node[name] = per_node.get(name, 0.0) + event["dur"] * 1e-6
+            print(json.dumps({"node_s": per_node}), flush=True)
+            return
+        else:
+            return
 
 
-def _run_worker(spec: dict) -> dict:
-    command = [sys.executable, "-m", "fastattn_onnx.bench_model", "--worker", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else
-                           f"worker exited {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class _Contender:
+    def __init__(self, label: str, spec: dict):
+        self.label, self.times = label, []
+        command = [sys.executable, "-m", "fastattn_onnx.bench_model", "--serve", json.dumps(spec)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self._expect("ready")
+
+    def _expect(self, word: str | None = None):
+        line = self.process.stdout.readline()
+        if not line:
+            error = self.process.stderr.read().strip().splitlines()
+            raise RuntimeError(f"{self.label}: {error[-1] if error else 'worker exited'}")
+        return line.strip() if word else json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._expect()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait()
 
 
 def _ort_optimized(model_path: str, report, out_path: str) -> tuple[str | None, int, str]:
@@ -118,16 +153,39 @@ def _ort_optimized(model_path: str, report, out_path: str) -> tuple[str | None, 
     return out_path, fused, f"model_type={model_type}"
 
 
+def _onnxscript_fused(model_path: str, out_path: str) -> tuple[str | None, int, str]:
+    """onnxscript's ort_fusions (MultiHeadAttention/Attention) on the same file: the stronger
+    fusion anchor on dynamo exports."""
+    import onnx_ir as ir
+
+    try:
+        from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+        model = ir.load(model_path)
+        optimize_for_ort(model)
+    except Exception as error:
+        return None, 0, f"optimize_for_ort raised {type(error).__name__}: {error}"
+    fused = sum(1 for n in model.graph
+                if n.op_type in ("Attention", "MultiHeadAttention", "GroupQueryAttention"))
+    ir.save(model, out_path)
+    return out_path, fused, "onnxscript ort_fusions"
+
+
 def _amdahl_bound(original: dict, converted_nodes: set[str], report, batch: int, seq: int):
-    """(bound on the end-to-end ratio, attention seconds in the original) from its profile."""
+    """(bound on the end-to-end ratio, attention seconds in the original) from its profile.
+
+    Attention = the original's nodes that conversion removed (scores, mask, softmax, P @ V),
+    as a share of the unoptimized profile, applied to the optimized median.
+    """
     node_s = original.get("node_s") or {}
     removed = {k: v for k, v in node_s.items() if k not in converted_nodes}
-    attention_s = sum(removed.values())
+    share = sum(removed.values()) / max(sum(node_s.values()), 1e-9)
+    attention_s = share * original["median_s"]
     matmul_s = sum(v for k, v in removed.items() if "matmul" in k.lower())
     flops = sum(4.0 * batch * f.num_heads * seq * seq * f.head_size for f in report.fused)
     if not matmul_s or not flops:
         return None, attention_s
-    rate = flops / matmul_s
+    rate = flops / matmul_s  # ORT's own GEMM rate on Q @ K^T and P @ V (unoptimized profile)
     causal_fraction = (seq + 1) / (2 * seq) if all(f.causal for f in report.fused) else 1.0
     ideal = flops * causal_fraction / rate
     total = original["median_s"]
@@ -149,23 +207,44 @@ def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeat
               f"{result.verify.summary() if result.verify else 'not verified'}")
         optimized_path, ort_fused, how = _ort_optimized(
             model_path, report, os.path.join(tmpdir, "ort_optimized.onnx"))
-        base = dict(batch=batch, seq_len=seq_len, repeats=repeats, threads=threads, tmpdir=tmpdir)
-        rows = [("original (CPU EP)", _run_worker({**base, "path": model_path, "fused": False,
-                                                    "profile": True}))]
+        base = dict(batch=batch, seq_len=seq_len, threads=threads, tmpdir=tmpdir)
+        specs = [("original (CPU EP)", {**base, "path": model_path, "fused": False})]
         if optimized_path:
-            rows.append((f"ORT optimizer, {ort_fused} fused (CPU EP)",
-                         _run_worker({**base, "path": optimized_path, "fused": False})))
+            specs.append((f"ORT optimizer, {ort_fused} fused (CPU EP)",
+                          {**base, "path": optimized_path, "fused": False}))
         else:
             print(f"ORT optimizer: skipped ({how})")
-        rows.append((f"converted, {len(report.fused)} fused (FastAttentionEP)",
-                     _run_worker({**base, "path": converted_path, "fused": True})))
+        fused_path, script_fused, script_how = _onnxscript_fused(
+            model_path, os.path.join(tmpdir, "onnxscript_fused.onnx"))
+        if fused_path:
+            specs.append((f"onnxscript ort_fusions, {script_fused} fused (CPU EP)",
+                          {**base, "path": fused_path, "fused": False}))
+        else:
+            print(f"onnxscript ort_fusions: skipped ({script_how})")
+        specs.append((f"converted, {len(report.fused)} fused (FastAttentionEP)",
+                      {**base, "path": converted_path, "fused": True}))
+        contenders = []
+        try:
+            for label, spec in specs:
+                contenders.append(_Contender(label, spec))
+            for _ in range(repeats):
+                for contender in contenders:
+                    contender.times.append(contender.ask("run")["s"])
+            rows = [(c.label, {"median_s": statistics.median(c.times), "min_s": min(c.times),
+                               "max_s": max(c.times), "peak_rss_gib": c.ask("rss")["gib"]})
+                    for c in contenders]
+            rows[0][1].update(contenders[0].ask("profile"))
+        finally:
+            for contender in contenders:
+                contender.close()
         converted_nodes = {n.name for n in onnx.load(converted_path, load_external_data=False).graph.node}
     for label, row in rows:
-        print(f"{label:<44} median {row['median_s'] * 1e3:9.1f} ms   peak RSS {row['peak_rss_gib']:.2f} GiB")
+        print(f"{label:<44} median {row['median_s'] * 1e3:9.1f} ms  (min {row['min_s'] * 1e3:.1f}, "
+              f"max {row['max_s'] * 1e3:.1f})   peak RSS {row['peak_rss_gib']:.2f} GiB")
     ours = rows[-1][1]["median_s"]
     print(f"speed-up vs original: {rows[0][1]['median_s'] / ours:.2f}x")
-    if optimized_path:
-        print(f"speed-up vs ORT optimizer: {rows[1][1]['median_s'] / ours:.2f}x")
+    for label, row in rows[1:-1]:
+        print(f"speed-up vs {label.split(',')[0]}: {row['median_s'] / ours:.2f}x")
     bound, attention_s = _amdahl_bound(rows[0][1], converted_nodes, report, batch, seq_len)
     if bound:
         print(f"attention share of the original: {attention_s * 1e3:.1f} ms of "
@@ -176,8 +255,8 @@ def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeat
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--worker"]:
-        print(json.dumps(_worker(json.loads(argv[1]))))
+    if argv[:1] == ["--serve"]:
+        _serve(json.loads(argv[1]))
         return 0
     parser = argparse.ArgumentParser(prog="python -m fastattn_onnx.bench_model")
     add_model_bench(parser)

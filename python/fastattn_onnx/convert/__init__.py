@@ -18,8 +18,9 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 
 from .. import OP_DOMAIN
-from . import analysis, replace, sdpa_decomposed
+from . import analysis, fused_ops, replace, sdpa_decomposed
 from .loading import ConvertError, load_model, save_model
+from .probe import ProbeError
 from .report import ConvertReport, FusedAttention, LeftAlone
 from .verify import VerifyError, VerifyResult, fused_session, verify as verify_models
 
@@ -68,26 +69,53 @@ def _progress(enabled: bool, message: str) -> None:
 
 
 def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
-    """Rewrite `model` in place; returns what was found, fused and left alone."""
+    """Rewrite `model` in place; returns what was found, fused and left alone.
+
+    Everything is matched and probed on the original graph first, then replaced.
+    """
     report = ConvertReport()
     graph = model.graph
     matches, skipped = sdpa_decomposed.find(graph)
-    report.found = len(matches) + len(skipped)
-    report.left += [LeftAlone(name, reason) for name, reason in skipped]
-    _progress(progress, f"{len(matches)} attention pattern(s) matched; probing sizes and masks")
-    rejected = analysis.analyse(model, matches)
+    fused_matches, fused_skipped = fused_ops.find(graph)
+    report.found = len(matches) + len(skipped) + len(fused_matches) + len(fused_skipped)
+    report.left += [LeftAlone(name, reason) for name, reason in skipped + fused_skipped]
+    _progress(progress, f"{len(matches) + len(fused_matches)} attention subgraph(s) matched; "
+                        "probing sizes and masks")
+    try:
+        rejected = analysis.analyse(model, matches) + analysis.analyse_fused(model, fused_matches)
+    except ProbeError as error:
+        raise ConvertError(f"cannot probe the original model: {error}") from None
     rejected_ids = {id(found) for found, _ in rejected}
     report.left += [LeftAlone(found.name, reason) for found, reason in rejected]
     nodes_before = sum(1 for _ in graph)
-    for index, found in enumerate(m for m in matches if id(m) not in rejected_ids):
+    index = 0
+    for found in matches:
+        if id(found) in rejected_ids:
+            continue
         fused = replace.replace(graph, found, index)
+        index += 1
         report.fused.append(FusedAttention(
             node=fused.name, source="decomposed", num_heads=found.num_heads,
             kv_num_heads=found.kv_num_heads, head_size=found.head_size, causal=found.causal,
             window_size=found.window_size,
             key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
             attn_bias=found.attn_bias.name if found.attn_bias else None,
-            kv_repeat_removed=found.repeat_kind))
+            kv_repeat_removed=found.repeat_kind, kv_cache=found.past_key is not None,
+            softcap=found.softcap, layout="3d" if found.layout_3d else "4d"))
+    for found in fused_matches:
+        if id(found) in rejected_ids:
+            continue
+        source = f"{found.node.domain or 'ai.onnx'}::{found.node.op_type}"
+        fused = fused_ops.replace(graph, found, index)
+        index += 1
+        report.fused.append(FusedAttention(
+            node=fused.name, source=source, num_heads=int(found.num_heads),
+            kv_num_heads=int(found.kv_num_heads), head_size=found.head_size, causal=found.causal,
+            window_size=found.window_size,
+            key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
+            attn_bias=found.attn_bias.name if found.attn_bias else None,
+            kv_cache=found.past_key is not None, softcap=found.softcap,
+            layout="as-is"))  # the fused op's own Q/K/V layout
     if report.fused:
         ir_passes.RemoveUnusedNodesPass()(model)
         model.opset_imports.setdefault(OP_DOMAIN, 1)

@@ -92,3 +92,26 @@ def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
         nodes.append(node)
         stack.extend(node.inputs)
     return nodes, inputs
+
+
+def value_inputs(value: ir.Value) -> set[str]:
+    """Graph inputs whose values (not just sizes) `value` depends on: the walk stops at Shape
+    and Size, which read only a tensor's size."""
+    seen: set[int] = set()
+    inputs: set[str] = set()
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if current is None:
+            continue
+        if current.is_graph_input():
+            inputs.add(current.name)
+            continue
+        node = current.producer()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
+            continue
+        stack.extend(node.inputs)
+    return inputs

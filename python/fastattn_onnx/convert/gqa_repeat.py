@@ -30,6 +30,7 @@ def unrepeated(value: ir.Value) -> tuple[ir.Value, str | None]:
     tile = producer_op(value, "Tile")
     if tile is not None:
         reps = constant_array(tile.inputs[1])
-        if reps is not None and len(reps) == 4 and [int(r) for r in reps][::2] == [1, 1] and int(reps[3]) == 1:
+        reps = [int(r) for r in reps] if reps is not None else []
+        if len(reps) == 4 and reps[0] == reps[2] == reps[3] == 1:  # repeats on the head axis
             return tile.inputs[0], "tile4d"  # valid only when the source has one kv head
     return value, None

@@ -51,6 +51,14 @@ def _embedding_rows(value: ir.Value) -> int:
     return 0
 
 
+# Dim-name words, most specific first ("past_seq" is a past length, not the sequence).
+_DIM_WORDS = ("past", "total", "batch", "seq")
+
+
+def _known_dim(name) -> bool:
+    return isinstance(name, int) or any(word in name.lower() for word in _DIM_WORDS)
+
+
 def plan_inputs(model: ir.Model) -> list[InputPlan]:
     plans = []
     initializer_names = set(model.graph.initializers)
@@ -66,6 +74,14 @@ def plan_inputs(model: ir.Model) -> list[InputPlan]:
         kind = _kind(value)
         dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
         plans.append(InputPlan(value.name, kind, dtype, dims, _embedding_rows(value) or 100))
+    # A [B, S] mask whose length has an opaque name (dynamo's "s53") covers past + new tokens.
+    has_past = any(not isinstance(d, int) and "past" in d.lower() for p in plans for d in p.dims)
+    for plan in plans:
+        if plan.kind == "mask" and len(plan.dims) == 2:
+            if not _known_dim(plan.dims[0]):
+                plan.dims[0] = "batch"
+            if not _known_dim(plan.dims[1]):
+                plan.dims[1] = "total" if has_past else "seq"
     return plans
 
 
@@ -75,9 +91,9 @@ def _dim_size(dim, sizes: dict) -> int:
     key = dim.lower()
     if key in sizes:
         return sizes[key]
-    for word, size in sizes.items():
-        if word in key:
-            return size
+    for word in _DIM_WORDS:
+        if word in key and word in sizes:
+            return sizes[word]
     return FALLBACK_DIM
 
 
@@ -95,7 +111,10 @@ def padding_mask(batch: int, seq: int, dtype, rng: np.random.Generator) -> np.nd
 
 def make_inputs(plans: list[InputPlan], sizes: dict | None = None, padded: bool = True,
                 seed: int = 0) -> dict[str, np.ndarray]:
-    sizes = {**DEFAULT_DIMS, **(sizes or {})}
+    given = sizes or {}
+    sizes = {**DEFAULT_DIMS, **given}
+    if "total" not in given:
+        sizes["total"] = sizes["past"] + sizes["seq"]
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     masks = []

@@ -18,9 +18,11 @@ def _session(model: ir.Model, tmpdir: str):
     # Intermediate values are read exactly as the graph defines them.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    size = sum(v.const_value.nbytes for v in model.graph.initializers.values()
-               if v.const_value is not None)
-    if size < _IN_MEMORY_LIMIT:
+    tensors = [v.const_value for v in model.graph.initializers.values() if v.const_value is not None]
+    size = sum(t.nbytes for t in tensors)
+    external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
+    # From bytes, ORT would look for external data relative to the working directory.
+    if size < _IN_MEMORY_LIMIT and not external:
         data = ir.to_proto(model).SerializeToString()
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     path = os.path.join(tmpdir, "probe.onnx")
@@ -42,6 +44,8 @@ def read_values(model: ir.Model, values: list[ir.Value],
     try:
         with tempfile.TemporaryDirectory() as tmpdir:
             session = _session(model, tmpdir)
+    except Exception as error:
+        raise ProbeError(f"the model does not load in ONNX Runtime: {_first_line(error)}") from None
     finally:
         for _ in added:
             graph.outputs.pop()
@@ -49,6 +53,20 @@ def read_values(model: ir.Model, values: list[ir.Value],
     results = []
     for feeds in feeds_list:
         needed = {i.name for i in session.get_inputs()}
-        arrays = session.run(names, {k: v for k, v in feeds.items() if k in needed})
+        try:
+            arrays = session.run(names, {k: v for k, v in feeds.items() if k in needed})
+        except Exception as error:
+            shapes = {k: v.shape for k, v in feeds.items() if k in needed}
+            raise ProbeError(f"the model does not run in ONNX Runtime on inputs {shapes}: "
+                             f"{_first_line(error)}") from None
         results.append(dict(zip(names, arrays)))
     return results
+
+
+class ProbeError(RuntimeError):
+    """The original model cannot be run to learn its sizes and masks."""
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:400] if text else type(error).__name__

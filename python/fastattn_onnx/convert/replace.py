@@ -11,8 +11,10 @@ from .sdpa_decomposed import AttentionMatch
 def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
     """The new nodes (a layout Transpose if the key is [B, S, H, D], then FastAttention)."""
     nodes = []
-    key = found.key
-    if found.key_layout == "bshd":
+    query, key, value = found.query, found.key, found.value
+    if found.layout_3d is not None:
+        query, key, value = (found.layout_3d[n] for n in ("query", "key", "value"))
+    elif found.key_layout == "bshd":
         transpose = ir.node("Transpose", [key], {"perm": [0, 2, 1, 3]},
                             name=f"fastattn_{index}/key_to_bhsd")
         transpose.outputs[0].name = f"fastattn_{index}/key_bhsd"
@@ -22,21 +24,26 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
                   "scale": float(found.scale), "causal": int(found.causal)}
     if found.window_size > 0:
         attributes["window_size"] = int(found.window_size)
-    inputs = [found.query, key, found.value, found.attn_bias, found.key_padding_mask]
+    if found.softcap > 0:
+        attributes["softcap"] = float(found.softcap)
+    inputs = [query, key, value, found.attn_bias, found.key_padding_mask,
+              found.past_key, found.past_value]
     while inputs[-1] is None:
         inputs.pop()
     node = ir.node(OP_TYPE, inputs, attributes, domain=OP_DOMAIN, version=1,
+                   num_outputs=3 if found.past_key is not None else 1,
                    name=f"fastattn_{index}/FastAttention")
     nodes.append(node)
     return nodes
 
 
-def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, index: int) -> None:
+def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, index: int,
+                         perm: tuple[int, ...] = (0, 1, 2, 3)) -> None:
     """Shape(out) and Shape(Transpose(out)) become Gather(Shape(query), perm): the same numbers
     (out has the query's [B, H, S, D] shape when Dv == D) without a data dependence on attention,
     and without relying on the custom op's inferred output shape when ORT folds shapes."""
-    pending = [(output, (0, 1, 2, 3))]
-    k = 0
+    pending = [(output, perm)]
+    k = sum(1 for node in graph if (node.name or "").startswith(f"fastattn_{index}/query_shape_"))
     while pending:
         value, perm = pending.pop()
         for use in list(value.uses()):
@@ -66,16 +73,36 @@ def _reroute_shape_reads(graph: ir.Graph, output: ir.Value, query: ir.Value, ind
 def replace(graph: ir.Graph, found: AttentionMatch, index: int) -> ir.Node:
     new_nodes = fused_node(found, index)
     fused = new_nodes[-1]
-    old = found.output
+    old = found.layout_3d["merged"] if found.layout_3d else found.output
     new = fused.outputs[0]
     new.type, new.shape = old.type, old.shape
     graph.insert_before(found.pv_matmul, new_nodes)
-    was_output = old.is_graph_output()
     old_name = old.name
     ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
     old.name = f"{old_name}__replaced"
     new.name = old_name  # keeps graph output names and readable value names
-    del was_output
+    if found.past_key is not None:
+        for old_present, new_present in zip((found.present_key, found.present_value), fused.outputs[1:]):
+            name = old_present.name
+            new_present.type, new_present.shape = old_present.type, old_present.shape
+            # Only graph outputs move to the op's present: any other reader of the Concat keeps
+            # it (it may sit before the fused node), so no cycle can form.
+            outputs = graph.outputs
+            if old_present.is_graph_output():
+                for i, value in enumerate(outputs):
+                    if value is old_present:
+                        outputs[i] = new_present
+                old_present.name = f"{name}__replaced"
+                new_present.name = name
+            else:
+                new_present.name = f"{name}__present"
     if found.value_head_size == found.head_size:
-        _reroute_shape_reads(graph, new, found.query, index)
+        if found.layout_3d is not None:
+            # The old 4D output (still read by Shape nodes) had the shape of the query's
+            # [B, S, H, D] split, transposed.
+            _reroute_shape_reads(graph, found.output, found.layout_3d["query_bshd"], index,
+                                 perm=(0, 2, 1, 3))
+            _reroute_shape_reads(graph, new, found.layout_3d["query"], index, perm=(0, 1, 2))
+        else:
+            _reroute_shape_reads(graph, new, found.query, index)
     return fused

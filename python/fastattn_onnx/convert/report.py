@@ -18,6 +18,8 @@ class FusedAttention:
     attn_bias: str | None
     kv_repeat_removed: str | None = None
     kv_cache: bool = False
+    softcap: float = 0.0
+    layout: str = "4d"  # "3d": Q/K/V/output as [B, S, heads*D], head split/merge removed
 
 
 @dataclasses.dataclass
@@ -56,10 +58,13 @@ class ConvertReport:
                 mask.append(f"key padding from {f.key_padding_mask}")
             if f.attn_bias:
                 mask.append("additive bias")
-            lines.append(f"  fused {f.node} [{f.source}]: {f.num_heads} heads, "
+            if f.softcap:
+                mask.append(f"softcap {f.softcap:g}")
+            lines.append(f"  fused {f.node} [{f.source}, {f.layout}]: {f.num_heads} heads, "
                          f"{f.kv_num_heads} kv heads, head size {f.head_size}; "
                          f"{', '.join(mask) or 'no mask'}"
-                         + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else ""))
+                         + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else "")
+                         + ("; KV cache as past/present" if f.kv_cache else ""))
         for item in self.left:
             lines.append(f"  left {item.node}: {item.reason}")
         if self.verify is not None:

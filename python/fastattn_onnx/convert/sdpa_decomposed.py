@@ -10,6 +10,7 @@ import dataclasses
 import onnx_ir as ir
 
 from ._graph import int_attr, ints_attr, only_consumer, producer_op, scalar
+from . import kv_cache, layout
 from .gqa_repeat import unrepeated
 
 
@@ -23,9 +24,18 @@ class AttentionMatch:
     value: ir.Value  # [B, Hk, Skv, Dv]
     scale: float
     biases: list[ir.Value]  # additive terms before the softmax
+    softcap: float = 0.0
     repeat_kind: str | None = None  # repeat_kv form removed from K and V, if any
     repeated_key: ir.Value | None = None  # K and V as the graph had them, repeated to H heads
     repeated_value: ir.Value | None = None
+    scores_matmul: ir.Node | None = None
+    # KV cache (kv_cache.split_cache): key/value above are then the new tokens only.
+    past_key: ir.Value | None = None
+    past_value: ir.Value | None = None
+    present_key: ir.Value | None = None  # the Concat results the op's present outputs replace
+    present_value: ir.Value | None = None
+    # 3D layout sources (layout.py): query/key/value [B, S, heads*D] and the merged output
+    layout_3d: dict | None = None
     # Filled by the analysis:
     num_heads: int = 0
     kv_num_heads: int = 0
@@ -49,22 +59,52 @@ class NoMatch(Exception):
     """Why a Softmax is not the core of a fusable attention."""
 
 
-def _leads_to_scores(value: ir.Value, depth: int = 6) -> bool:
-    """Whether `value` is (scaled, biased) Q @ K^T, i.e. the scores side of an Add."""
+def _leads_to_scores(value: ir.Value, depth: int = 8) -> bool:
+    """Whether `value` is (scaled, capped, biased) Q @ K^T, i.e. the scores side of an Add."""
     for _ in range(depth):
-        node = producer_op(value, "MatMul", "Mul", "Div", "Add")
+        node = producer_op(value, "MatMul", "Mul", "Div", "Add", "Cast", "Tanh")
         if node is None:
             return False
         if node.op_type == "MatMul":
             return True
+        if node.op_type in ("Cast", "Tanh"):
+            value = node.inputs[0]
+            continue
         if node.op_type == "Add":
             return any(_leads_to_scores(v, depth - 1) for v in node.inputs)
         value = node.inputs[0] if scalar(node.inputs[1]) is not None else node.inputs[1]
     return False
 
 
+def _skip_casts(value: ir.Value) -> ir.Value:
+    """Precision casts around the softmax (fp16 scores, fp32 softmax) do not change the math."""
+    while (cast := producer_op(value, "Cast")) is not None:
+        value = cast.inputs[0]
+    return value
+
+
+def _peel_softcap(value: ir.Value) -> tuple[ir.Value, float]:
+    """cap * tanh(x / cap) (Gemma-2 style) -> (x, cap); (value, 0.0) if absent."""
+    outer = producer_op(value, "Mul")
+    if outer is None:
+        return value, 0.0
+    for tanh_side, cap_side in ((0, 1), (1, 0)):
+        cap = scalar(outer.inputs[cap_side])
+        tanh = producer_op(outer.inputs[tanh_side], "Tanh")
+        if cap is None or cap <= 0 or tanh is None:
+            continue
+        divide = producer_op(tanh.inputs[0], "Div", "Mul")
+        if divide is None:
+            continue
+        by = scalar(divide.inputs[1])
+        if by is not None and (by == cap if divide.op_type == "Div" else abs(by * cap - 1) < 1e-6):
+            return divide.inputs[0], cap  # x / cap, or x * (1 / cap)
+    return value, 0.0
+
+
 def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
     biases = []
+    value = _skip_casts(value)
     while (add := producer_op(value, "Add")) is not None:
         a, b = add.inputs
         if _leads_to_scores(a):
@@ -74,6 +114,7 @@ def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
         else:
             break
         biases.append(bias)
+        value = _skip_casts(value)
     return value, biases
 
 
@@ -116,6 +157,11 @@ def _untranspose_key(key_t: ir.Value) -> tuple[ir.Value, str, float]:
     raise NoMatch(f"K^T transpose has perm {perm}, not a [B,H,S,D] -> [B,H,D,S] swap")
 
 
+def _data_readers(value: ir.Value) -> int:
+    """Readers of the values (Shape only reads the size, typically for the mask: not counted)."""
+    return sum(1 for use in value.uses() if use.node.op_type != "Shape") + value.is_graph_output()
+
+
 def match(softmax: ir.Node) -> AttentionMatch:
     axis = int_attr(softmax, "axis", -1)
     if axis not in (-1, 3):
@@ -130,24 +176,28 @@ def match(softmax: ir.Node) -> AttentionMatch:
     if consumer.op_type != "MatMul" or consumer.inputs[0] is not probs:
         raise NoMatch(f"attention probabilities feed {consumer.op_type}, not MatMul(P, V)")
     scores, biases = _peel_biases(softmax.inputs[0])
-    scores, scale = _peel_scale(scores)
+    scores, softcap = _peel_softcap(scores)
+    scores, scale = _peel_scale(_skip_casts(scores))
     qk = producer_op(scores, "MatMul")
     if qk is None:
         raise NoMatch("no Q @ K^T MatMul before the softmax")
-    if len(list(qk.outputs[0].uses())) != 1 or len(list(softmax.inputs[0].uses())) != 1:
+    if _data_readers(qk.outputs[0]) != 1 or _data_readers(softmax.inputs[0]) != 1:
         raise NoMatch("scores are read by another consumer")
     query, q_factor = _peel_scale(qk.inputs[0])
     key, key_layout, k_factor = _untranspose_key(qk.inputs[1])
     value = consumer.inputs[1]
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
-                           scale=scale * q_factor * k_factor, biases=biases)
+                           scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk,
+                           softcap=softcap)
     if key_layout == "bhsd":
         kv_key, key_repeat = unrepeated(key)
         kv_value, value_repeat = unrepeated(value)
         if key_repeat is not None and key_repeat == value_repeat:
             found.repeated_key, found.repeated_value = key, value
             found.key, found.value, found.repeat_kind = kv_key, kv_value, key_repeat
+    kv_cache.split_cache(found)
+    layout.find_3d(found)
     return found
 
 

@@ -106,7 +106,6 @@ def verify(original_path: str, converted_path: str, sizes: dict | None = None,
     original_ir = ir.load(original_path)
     plans = model_inputs.plan_inputs(original_ir)
     del original_ir
-    sizes = {**model_inputs.DEFAULT_DIMS, **(sizes or {})}
     feeds = model_inputs.make_inputs(plans, sizes, padded=True, seed=seed)
     rows = model_inputs.row_validity(plans, feeds)
     options = ort.SessionOptions()
@@ -115,7 +114,14 @@ def verify(original_path: str, converted_path: str, sizes: dict | None = None,
     names = [o.name for o in reference.get_outputs()]
     expected = reference.run(names, feeds)
     del reference
-    converted = fused_session(converted_path)
-    actual = converted.run(names, feeds)
+    try:
+        converted = fused_session(converted_path)
+        actual = converted.run(names, feeds)
+    except Exception as error:  # a converted model ORT rejects is a conversion failure
+        from .loading import ConvertError
+
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:400]
+        raise ConvertError(f"the converted model does not run in ONNX Runtime: {first}") from None
     checks = compare_outputs(names, expected, actual, rows)
-    return VerifyResult(all(c.ok for c in checks), checks, sizes, converted.get_providers())
+    return VerifyResult(all(c.ok for c in checks), checks,
+                        {**model_inputs.DEFAULT_DIMS, **(sizes or {})}, converted.get_providers())
