@@ -1,7 +1,6 @@
 """Finding and registering the ONNX Runtime library (custom ops + plugin EP "FastAttentionEP")."""
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 
@@ -12,7 +11,6 @@ MIN_ORT_VERSION = (1, 27)  # the plugin-EP C API (ORT_API_VERSION 27) the librar
 _CUSTOM_OPS_MARK = "fastattn_onnx.custom_ops_registered"  # a session config entry: set once per SessionOptions
 _lock = threading.Lock()
 _registered = False
-_openblas_loaded = False
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -50,21 +48,6 @@ def get_library_path() -> str:
     raise FileNotFoundError(f"{LIBRARY_NAME} not found (looked in: {', '.join(candidates)}); reinstall fastattn-onnx")
 
 
-def _preload_openblas() -> None:
-    """The library needs libscipy_openblas; its RPATH covers normal installs, not editable ones."""
-    global _openblas_loaded
-    if _openblas_loaded:
-        return
-    try:
-        import scipy_openblas32 as sob
-    except ImportError:
-        return  # the RPATH may still find it; loading reports a clear error otherwise
-    path = os.path.join(sob.get_lib_dir(), f"lib{sob.get_library()}.so")
-    if os.path.isfile(path):
-        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-        _openblas_loaded = True
-
-
 def get_ep_name() -> str:
     return EP_NAME
 
@@ -80,7 +63,6 @@ def register_custom_ops(session_options) -> None:
     Idempotent per SessionOptions (ONNX Runtime refuses a domain registered twice).
     """
     check_onnxruntime()
-    _preload_openblas()
     if _has_config_entry(session_options, _CUSTOM_OPS_MARK):
         return
     session_options.register_custom_ops_library(get_library_path())
@@ -98,7 +80,6 @@ def register_ep() -> bool:
         if _registered:
             return True
         ort = check_onnxruntime()
-        _preload_openblas()
         try:
             ort.register_execution_provider_library(EP_NAME, get_library_path())
         except Exception as e:  # another caller in this process may have registered it already
