@@ -53,3 +53,15 @@ def test_mask_reading_other_input_values_stays_a_bias(tmp_path):
     fused = result.report.fused[0]
     assert not fused.causal and fused.attn_bias is not None
     assert result.verify.ok, result.verify.summary()
+
+
+def test_where_masking_and_minus_10000_padding(tmp_path):
+    """Older exports: Where(causal, scores, float-min) and (1 - attention_mask) * -10000."""
+    path = str(tmp_path / "where.onnx")
+    onnx.save(build_decomposed.build_decomposed_model(where_masking=True), path)
+    result = convert(path, verify=True)
+    assert result.fused == 1, result.report.summary()
+    fused = result.report.fused[0]
+    assert fused.causal and fused.key_padding_mask == "attention_mask" and fused.attn_bias is None
+    assert result.verify.ok, result.verify.summary()
+    assert {n.op_type for n in onnx.load(result.output_path).graph.node} == {"MatMul", "FastAttention"}
