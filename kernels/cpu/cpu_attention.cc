@@ -3,11 +3,10 @@
 // caller's ParallelFor. The per-tile math is in tile_kernel.cc, compiled once per ISA.
 #include "cpu_attention.h"
 
-#include <cblas.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "tile_kernel.h"
@@ -18,14 +17,12 @@ namespace {
 Isa detect_isa() {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
+  // The levels named as in -march, so the check matches the flags each copy was built with.
 #if defined(FASTATTN_HAVE_ISA_AVX512)
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    return Isa::kAvx512;
+  if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX2)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
-    return Isa::kAvx2;
+  if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
 #endif
   return Isa::kBaseline;
 #elif defined(FASTATTN_HAVE_ISA_NEON)
@@ -35,8 +32,19 @@ Isa detect_isa() {
 #endif
 }
 
+// FASTATTN_CPU_ISA=baseline|avx2|avx512|neon caps the choice (for tests of each compiled
+// path); it never selects an ISA the CPU lacks.
 Isa selected() {
-  static const Isa isa = detect_isa();
+  static const Isa isa = [] {
+    const Isa best = detect_isa();
+    const char* cap = std::getenv("FASTATTN_CPU_ISA");
+    if (!cap) return best;
+    const std::string want(cap);
+    const Isa capped = want == "baseline" ? Isa::kBaseline : want == "avx2" ? Isa::kAvx2
+                     : want == "avx512" ? Isa::kAvx512 : best;
+    if (best == Isa::kNeon) return best;
+    return static_cast<int>(capped) < static_cast<int>(best) ? capped : best;
+  }();
   return isa;
 }
 
@@ -64,19 +72,19 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
 ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   ScratchLayout s;
-  const bool convert = p.dtype != ElemType::kFloat32;
-  s.score_ld = round16(t.block_k);
+  const bool convert = p.dtype != ElemType::kFloat32;  // only keys need a converted copy
+  s.q_ld = (t.block_q + kQueryPad - 1) / kQueryPad * kQueryPad + 16;
+  s.o_ld = round16(p.head_dim_v);
+  s.v_ld = s.o_ld + 16;
   int64_t at = 0;
   auto take = [&at](int64_t floats) { const int64_t off = at; at += round16(floats); return off; };
-  s.q = take(convert ? t.block_q * p.head_dim : 0);
+  s.qt = take(p.head_dim * s.q_ld);
   s.k = take(convert ? t.block_k * p.head_dim : 0);
-  s.v = take(convert ? t.block_k * p.head_dim_v : 0);
-  s.scores = take(t.block_q * s.score_ld);
-  s.out = take(t.block_q * p.head_dim_v);
-  s.row_max = take(t.block_q);
-  s.row_sum = take(t.block_q);
-  s.row_tile = take(t.block_q);
-  s.key_mask = take(s.score_ld);
+  s.v = take(t.block_k * s.v_ld);
+  s.scores = take(t.block_k * s.q_ld);
+  s.out = take(t.block_q * s.o_ld);
+  s.rows = take(6 * s.q_ld);
+  s.row_bounds = take(2 * 2 * s.q_ld);  // int64
   s.total = at;
   return s;
 }
@@ -137,12 +145,6 @@ void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
 }  // namespace
 
 void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
-  // The workers of parallel_for are the parallelism; OpenBLAS's own threads would only
-  // oversubscribe. The wheel's library exports no per-thread setter (the header's
-  // scipy_openblas_set_num_threads_local is missing from libscipy_openblas.so 0.3.34), so this
-  // sets its process-wide count once; only this package loads that library.
-  static const bool blas_single_threaded = [] { scipy_openblas_set_num_threads(1); return true; }();
-  (void)blas_single_threaded;
   copy_present(p, parallel_for);
   const Isa isa = selected();
   TilePlan plan;
@@ -189,27 +191,28 @@ const char* selected_isa() {
   switch (selected()) {
     case Isa::kAvx512: return "x86-64-v4 (avx512)";
     case Isa::kAvx2: return "x86-64-v3 (avx2+fma)";
-    case Isa::kNeon: return "aarch64 (neon)";
+    case Isa::kNeon: return "aarch64-neon";
     case Isa::kBaseline: break;
   }
   return "baseline";
 }
 
 const char* compiled_isas() {
-  return ""
+  static const char* const names = ""  // each with a leading space, which is skipped below
 #if defined(FASTATTN_HAVE_ISA_BASELINE)
-         "baseline "
+                                   " baseline"
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX2)
-         "x86-64-v3 "
+                                   " x86-64-v3"
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX512)
-         "x86-64-v4 "
+                                   " x86-64-v4"
 #endif
 #if defined(FASTATTN_HAVE_ISA_NEON)
-         "neon "
+                                   " aarch64-neon"
 #endif
       ;
+  return names[0] ? names + 1 : names;
 }
 
 }  // namespace fastattn::cpu

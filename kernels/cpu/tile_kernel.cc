@@ -1,9 +1,10 @@
-// One query block of one (batch, head) against its visible key tiles, FlashAttention-2 style:
-// S = Q K^T and O += P V through OpenBLAS SGEMM (single-threaded inside this worker, strided
-// views passed as lda/ldb so 3D and 4D layouts need no copies), online softmax in float32 in
-// between. Compiled once per ISA (-DFASTATTN_ISA_NS=isa_<name> plus that ISA's flags).
-#include <cblas.h>
-
+// One query block of one (batch, head) against its visible key tiles, FlashAttention-2 style,
+// with the scores held transposed (S^T: keys x query rows):
+//   S^T = K Q^T and O += P V by the register-blocked micro-kernels of micro_gemm.h (K read in
+//   place from the strided 3D/4D views, V copied into an L1-friendly stride); the online
+//   softmax in float32 runs down the columns of S^T.
+// Compiled once per ISA (-DFASTATTN_ISA_NS=isa_<name> plus that ISA's flags).
+#include "micro_gemm.h"
 #include "tile_kernel.h"
 #include "vector_math.h"
 
@@ -13,8 +14,6 @@
 
 namespace fastattn::cpu {
 namespace {
-
-constexpr int64_t kLanes = 16;  // independent accumulators: whole vectors on every ISA, plus ILP
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -26,18 +25,20 @@ inline const void* elem_at(const void* base, int64_t idx, ElemType t) {
   return static_cast<const char*>(base) + idx * static_cast<int64_t>(elem_size(t));
 }
 
-// Rows of a view as an SGEMM operand: the tensor itself for float32 (no copy), else the rows
+// Rows of a view as a GEMM operand: the tensor itself for float32 (no copy), else the rows
 // converted into buf.
 struct FloatRows {
   const float* data;
   int64_t ld;
 };
 
+// copy: always copy (into rows of stride buf_ld), even float32.
 FloatRows float_rows(const TensorView& v, ElemType t, int64_t b, int64_t h, int64_t j0, int64_t n,
-                     int64_t cols, float* buf) {
-  if (t == ElemType::kFloat32) return {static_cast<const float*>(v.data) + row_offset(v, b, h, j0), v.seq_stride};
-  for (int64_t r = 0; r < n; ++r) to_float(elem_at(v.data, row_offset(v, b, h, j0 + r), t), t, cols, buf + r * cols);
-  return {buf, cols};
+                     int64_t cols, float* buf, int64_t buf_ld, bool copy) {
+  if (t == ElemType::kFloat32 && !copy)
+    return {static_cast<const float*>(v.data) + row_offset(v, b, h, j0), v.seq_stride};
+  for (int64_t r = 0; r < n; ++r) to_float(elem_at(v.data, row_offset(v, b, h, j0 + r), t), t, cols, buf + r * buf_ld);
+  return {buf, buf_ld};
 }
 
 inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
@@ -51,47 +52,6 @@ inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
   return true;
 }
 
-// x[c] += bias[c * col_stride] for c < n.
-void add_bias_row(float* __restrict x, const void* bias, int64_t idx0, int64_t col_stride, int64_t n, ElemType t) {
-  if (col_stride == 1 && t == ElemType::kFloat32) {
-    const float* s = static_cast<const float*>(bias) + idx0;
-    for (int64_t c = 0; c < n; ++c) x[c] += s[c];
-  } else if (col_stride == 1 && t == ElemType::kFloat16) {
-    const half_t* s = static_cast<const half_t*>(bias) + idx0;
-    for (int64_t c = 0; c < n; ++c) x[c] += static_cast<float>(s[c]);
-  } else if (col_stride == 1) {
-    const uint16_t* s = static_cast<const uint16_t*>(bias) + idx0;
-    for (int64_t c = 0; c < n; ++c) x[c] += bf16_to_float(s[c]);
-  } else {
-    for (int64_t c = 0; c < n; ++c) x[c] += load_one(bias, idx0 + c * col_stride, t);
-  }
-}
-
-inline float max_of(const float* __restrict x, int64_t n_pad) {
-  float acc[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) acc[l] = kNegInf;
-  for (int64_t c = 0; c < n_pad; c += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) acc[l] = x[c + l] > acc[l] ? x[c + l] : acc[l];
-  float m = acc[0];
-  for (int64_t l = 1; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
-  return m;
-}
-
-// x[c] = exp(x[c] - shift); returns the sum.
-inline float exp_shifted_sum(float* __restrict x, int64_t n_pad, float shift) {
-  float acc[kLanes];
-  for (int64_t l = 0; l < kLanes; ++l) acc[l] = 0.f;
-  for (int64_t c = 0; c < n_pad; c += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      const float e = exp_approx(x[c + l] - shift);
-      x[c + l] = e;
-      acc[l] += e;
-    }
-  float s = 0.f;
-  for (int64_t l = 0; l < kLanes; ++l) s += acc[l];
-  return s;
-}
-
 }  // namespace
 
 namespace FASTATTN_ISA_NS {
@@ -100,20 +60,32 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   const AttentionParams& p = *plan.params;
   const ScratchLayout& sl = plan.scratch;
   const ElemType t = p.dtype;
-  const int64_t S = p.seq_total(), D = p.head_dim, Dv = p.head_dim_v, ld_s = sl.score_ld;
+  const int64_t S = p.seq_total(), D = p.head_dim, Dv = p.head_dim_v, ld = sl.q_ld, o_ld = sl.o_ld;
   const int64_t kv_h = h / (p.num_heads / p.kv_num_heads);
   const int64_t mq = imin(plan.traits.block_q, p.seq_q - q0), block_k = plan.traits.block_k;
+  const int64_t mq_pad = (mq + kVecFloats - 1) / kVecFloats * kVecFloats;  // columns of S^T in use
   const int64_t shift = S - p.seq_q;  // query row i sits at key position i + shift
+  float* const qt = scratch + sl.qt;
   float* const scores = scratch + sl.scores;
   float* const acc = scratch + sl.out;
-  float* const row_max = scratch + sl.row_max;
-  float* const row_sum = scratch + sl.row_sum;
-  float* const row_tile = scratch + sl.row_tile;
-  float* const key_mask = scratch + sl.key_mask;
+  float* const row_max = scratch + sl.rows;        // running max of the logits, times log2 e
+  float* const row_sum = row_max + ld;             // running sum of exp
+  float* const row_shift = row_sum + ld;           // this tile: the max subtracted in exp
+  float* const row_rescale = row_shift + ld;       // this tile: e^(m_old - m_new)
+  float* const tile_max = row_rescale + ld;
+  float* const tile_sum = tile_max + ld;
+  int64_t* const row_lo = reinterpret_cast<int64_t*>(scratch + sl.row_bounds);
+  int64_t* const row_hi = row_lo + ld;
 
-  const FloatRows q = float_rows(p.q, t, b, h, q0, mq, D, scratch + sl.q);
-  for (int64_t i = 0; i < mq * Dv; ++i) acc[i] = 0.f;
-  for (int64_t r = 0; r < mq; ++r) { row_max[r] = kNegInf; row_sum[r] = 0.f; }
+  // Q^T (D x mq_pad), zero in the padding columns.
+  for (int64_t r = 0; r < mq; ++r) {
+    const void* src = elem_at(p.q.data, row_offset(p.q, b, h, q0 + r), t);
+    for (int64_t d = 0; d < D; ++d) qt[d * ld + r] = load_one(src, d, t);
+  }
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t r = mq; r < mq_pad; ++r) qt[d * ld + r] = 0.f;
+  for (int64_t i = 0; i < mq * o_ld; ++i) acc[i] = 0.f;
+  for (int64_t r = 0; r < mq_pad; ++r) { row_max[r] = kNegInf; row_sum[r] = 0.f; }
 
   // Structural part of the tiling-mask: query row i sees the key interval [lo(i), hi(i)),
   // both ends non-decreasing in i, so a block's union is [lo(first), hi(last)).
@@ -125,6 +97,10 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     else if (window > 0) hi = imin(hi, i + shift + window);
     return imax(hi, 0);
   };
+  for (int64_t r = 0; r < mq_pad; ++r) {
+    row_lo[r] = r < mq ? lo_of(q0 + r) : 0;
+    row_hi[r] = r < mq ? hi_of(q0 + r) : 0;  // padding rows see nothing
+  }
   int64_t begin = lo_of(q0), end = hi_of(q0 + mq - 1);
   const int32_t* prefix = nullptr;
   if (plan.visible_prefix) {
@@ -134,12 +110,12 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   }
   const int64_t lo_last = lo_of(q0 + mq - 1), hi_first = hi_of(q0);
   const float scale = p.scale, softcap = p.softcap, inv_softcap = softcap > 0.f ? 1.f / softcap : 0.f;
-  const int64_t bias_row0 = p.bias ? b * p.bias_batch_stride + h * p.bias_head_stride + q0 * p.bias_row_stride : 0;
+  const int64_t bias_base = p.bias ? b * p.bias_batch_stride + h * p.bias_head_stride + q0 * p.bias_row_stride : 0;
 
   for (int64_t j0 = begin, j1; j0 < end; j0 = j1) {
     j1 = imin(j0 + block_k, end);
     if (j0 < p.seq_past && j1 > p.seq_past) j1 = p.seq_past;  // a tile reads past or new rows, not both
-    const int64_t nk = j1 - j0, n_pad = (nk + kLanes - 1) / kLanes * kLanes;
+    const int64_t nk = j1 - j0;
     bool padding_mixed = false;
     if (prefix) {
       const int64_t visible = prefix[j1] - prefix[j0];
@@ -150,66 +126,90 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     const bool in_past = j0 < p.seq_past;
     const int64_t jt = in_past ? j0 : j0 - p.seq_past;
 
-    const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k);
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(mq), static_cast<int>(nk),
-                static_cast<int>(D), 1.f, q.data, static_cast<int>(q.ld), k.data, static_cast<int>(k.ld), 0.f,
-                scores, static_cast<int>(ld_s));
+    // Fast path (a fully visible tile, no bias, no softcap): the raw scores stay as they are,
+    // their column maxima come from the GEMM's registers, and the scale is folded into the
+    // exp's argument, so each score is touched by the exp pass only.
+    const bool plain = scale > 0.f && softcap <= 0.f && !p.bias && !padding_mixed && structural_full;
+    const float a = plain ? scale : 1.f;
 
-    if (padding_mixed)
-      for (int64_t c = 0; c < nk; ++c) key_mask[c] = key_visible(p, b, j0 + c) ? 0.f : kNegInf;
+    // S^T (nk x mq_pad) = K Q^T.
+    const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
+    for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = kNegInf;
+    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false, plain ? tile_max : nullptr);
 
-    // Scores -> this tile's row maxima (masked entries become -inf; the padding columns too).
-    for (int64_t r = 0; r < mq; ++r) {
-      float* __restrict x = scores + r * ld_s;
-      for (int64_t c = 0; c < nk; ++c) x[c] *= scale;
-      if (softcap > 0.f)
-        for (int64_t c = 0; c < nk; ++c) x[c] = softcap * tanh_approx(x[c] * inv_softcap);
-      if (p.bias) add_bias_row(x, p.bias, bias_row0 + r * p.bias_row_stride + j0 * p.bias_col_stride, p.bias_col_stride, nk, t);
-      if (padding_mixed)
-        for (int64_t c = 0; c < nk; ++c) x[c] += key_mask[c];
-      if (!structural_full) {
-        const int64_t lo = imin(imax(lo_of(q0 + r) - j0, 0), nk), hi = imax(imin(hi_of(q0 + r) - j0, nk), lo);
-        for (int64_t c = 0; c < lo; ++c) x[c] = kNegInf;
-        for (int64_t c = hi; c < nk; ++c) x[c] = kNegInf;
+    if (!plain) {  // logits = softcap(scale * s) + bias, -inf where the tiling-mask hides a key
+      for (int64_t c = 0; c < nk; ++c) {
+        float* __restrict x = scores + c * ld;
+        const int64_t j = j0 + c;
+        if (padding_mixed && !key_visible(p, b, j)) {
+          for (int64_t r = 0; r < mq_pad; ++r) x[r] = kNegInf;
+          continue;
+        }
+        for (int64_t r = 0; r < mq_pad; ++r) x[r] *= scale;
+        if (softcap > 0.f)
+          for (int64_t r = 0; r < mq_pad; ++r) x[r] = softcap * tanh_approx(x[r] * inv_softcap);
+        if (p.bias)
+          for (int64_t r = 0; r < mq; ++r)
+            x[r] += load_one(p.bias, bias_base + r * p.bias_row_stride + j * p.bias_col_stride, t);
+        if (!structural_full)
+          for (int64_t r = 0; r < mq_pad; ++r) x[r] = (j >= row_lo[r] && j < row_hi[r]) ? x[r] : kNegInf;
       }
-      for (int64_t c = nk; c < n_pad; ++c) x[c] = kNegInf;
-      row_tile[r] = max_of(x, n_pad);
     }
 
-    // Online softmax: P = exp(S - m_new), l = l * e^(m_old - m_new) + rowsum(P).
+    // Online softmax, per query row (a column of S^T): P = exp(logits - m_new),
+    // l = l * e^(m_old - m_new) + colsum(P).
+    if (!plain)
+      for (int64_t c = 0; c < nk; ++c) {
+        const float* __restrict x = scores + c * ld;
+        for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = x[r] > tile_max[r] ? x[r] : tile_max[r];
+      }
+    // Maxima and shifts are kept in log2 units (scaled by log2 e), so the exp of the hot loop
+    // is one FMA and a 2^t; the common rounding of a shift cancels with its own rescale.
+    const float a2 = a * 1.44269504088896341f;
     bool any_visible = false;
     for (int64_t r = 0; r < mq; ++r) {
-      float* __restrict x = scores + r * ld_s;
-      const float m_old = row_max[r], m_new = row_tile[r] > m_old ? row_tile[r] : m_old;
-      if (m_new == kNegInf) {  // nothing visible in this row yet (also: bias -inf everywhere)
-        for (int64_t c = 0; c < n_pad; ++c) x[c] = 0.f;
-        row_tile[r] = 1.f;
-        continue;
-      }
-      any_visible = true;
-      const float rescale = exp_approx(m_old - m_new);  // 0 when m_old is -inf
-      row_sum[r] = row_sum[r] * rescale + exp_shifted_sum(x, n_pad, m_new);
+      const float m_old = row_max[r], m_tile = a2 * tile_max[r];
+      const float m_new = m_tile > m_old ? m_tile : m_old;
+      any_visible |= m_new != kNegInf;
+      // A row with nothing visible yet (also: bias -inf everywhere) keeps P = 2^-inf = 0.
+      row_shift[r] = m_new == kNegInf ? 0.f : m_new;
+      row_rescale[r] = m_new == kNegInf ? 1.f : exp2_approx(m_old - m_new);  // 0 when m_old is -inf
       row_max[r] = m_new;
-      row_tile[r] = rescale;
     }
     if (!any_visible) continue;
+    for (int64_t r = mq; r < mq_pad; ++r) row_shift[r] = 0.f;  // padding columns: finite, unused
+    for (int64_t r = 0; r < mq_pad; ++r) tile_sum[r] = 0.f;
+    for (int64_t c = 0; c < nk; ++c) {
+      float* __restrict x = scores + c * ld;
+      for (int64_t r = 0; r < mq_pad; ++r) {
+        const float e = exp2_approx(a2 * x[r] - row_shift[r]);
+        x[r] = e;
+        tile_sum[r] += e;
+      }
+    }
     for (int64_t r = 0; r < mq; ++r) {
-      const float rescale = row_tile[r];
+      row_sum[r] = row_sum[r] * row_rescale[r] + tile_sum[r];
+      const float rescale = row_rescale[r];
       if (rescale == 1.f) continue;
-      float* __restrict o = acc + r * Dv;
+      float* __restrict o = acc + r * o_ld;
       for (int64_t d = 0; d < Dv; ++d) o[d] *= rescale;
     }
-    const FloatRows v = float_rows(in_past ? p.past_v : p.v, t, b, kv_h, jt, nk, Dv, scratch + sl.v);
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(mq), static_cast<int>(Dv),
-                static_cast<int>(nk), 1.f, scores, static_cast<int>(ld_s), v.data, static_cast<int>(v.ld), 1.f, acc,
-                static_cast<int>(Dv));
+
+    // O (mq x Dv) += P V, with P read as (P^T)^T.
+    // V is copied even for float32: into rows of a stride that L1 can hold a whole panel of,
+    // zero-padded to o_ld columns so the micro-kernel needs no column tail.
+    const FloatRows v = float_rows(in_past ? p.past_v : p.v, t, b, kv_h, jt, nk, Dv, scratch + sl.v, sl.v_ld, true);
+    if (o_ld > Dv)
+      for (int64_t c = 0; c < nk; ++c)
+        for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
+    small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true);
   }
 
   // O = acc / l; a row without any visible key has l == 0 and acc == 0: zeros.
   for (int64_t r = 0; r < mq; ++r) {
     const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
     void* dst = const_cast<void*>(elem_at(p.out.data, row_offset(p.out, b, h, q0 + r), t));
-    from_float_scaled(acc + r * Dv, inv, Dv, t, dst);
+    from_float_scaled(acc + r * o_ld, inv, Dv, t, dst);
   }
 }
 

@@ -12,20 +12,25 @@
 namespace fastattn::cpu {
 
 // Offsets (in floats) of the per-thread scratch buffers; each is a multiple of 16 floats so
-// every buffer starts 64-byte aligned. Computed once per call by cpu_attention.cc.
+// every buffer starts 64-byte aligned. Computed once per call by cpu_attention.cc. Scores are
+// kept transposed (keys x query rows) so that the softmax reductions run down columns:
+// plain vector code, no horizontal reductions.
 struct ScratchLayout {
-  int64_t q = 0;         // block_q x D: the query block as float (unused for float32)
-  int64_t k = 0;         // block_k x D: one key tile as float (unused for float32)
-  int64_t v = 0;         // block_k x Dv: one value tile as float (unused for float32)
-  int64_t scores = 0;    // block_q x score_ld: S, then P, of one tile
-  int64_t out = 0;       // block_q x Dv: the float32 output accumulator
-  int64_t row_max = 0;   // block_q: running max per row
-  int64_t row_sum = 0;   // block_q: running sum per row
-  int64_t row_tile = 0;  // block_q: this tile's max, then the rescale factor
-  int64_t key_mask = 0;  // score_ld: 0 / -inf per key of a tile with mixed key padding
-  int64_t score_ld = 0;  // row stride of scores
+  // Row strides are padded off powers of two: a micro-kernel walks a column panel of these
+  // buffers, and a 512-byte stride would put all its rows into 8 of L1's 64 sets.
+  int64_t q_ld = 0;       // row stride of qt and scores: block_q rounded up to kQueryPad, + 16
+  int64_t o_ld = 0;       // row stride of out, columns of v in use: Dv rounded up to 16
+  int64_t v_ld = 0;       // row stride of v: o_ld + 16
+  int64_t qt = 0;         // D x q_ld: the query block transposed (and converted to float)
+  int64_t k = 0;          // block_k x D: one key tile as float (unused for float32)
+  int64_t v = 0;          // block_k x v_ld: one value tile, copied (and converted to float)
+  int64_t scores = 0;     // block_k x q_ld: S^T, then P^T, of one tile
+  int64_t out = 0;        // block_q x o_ld: the float32 output accumulator
+  int64_t rows = 0;       // 6 x q_ld per-row floats: max, sum, shift, rescale, tile max, tile sum
+  int64_t row_bounds = 0; // 2 x q_ld int64: each query row's visible key interval [lo, hi)
   int64_t total = 0;
 };
+constexpr int64_t kQueryPad = 32;  // the widest micro-tile (AVX-512: 2 x 16 floats)
 
 // Shared, read-only state of one attention_forward call.
 struct TilePlan {

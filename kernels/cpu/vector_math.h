@@ -21,12 +21,12 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 
-// e^x to about 2 ulp on [-87.3, 88.4] (Cephes expf): x = n ln2 + r, polynomial in r, times 2^n.
-// Exactly 0 below the range (so masked -inf scores contribute nothing) and no NaN from -inf.
+// e^x for x <= 0 (plus rounding noise) to about 2 ulp (Cephes expf): x = n ln2 + r, a
+// polynomial in r, times 2^n. Below -87.7 (and for -inf) 2^n's exponent bits become 0, so the
+// result is exactly 0: masked scores contribute nothing, and there is no NaN. One clamp only,
+// so the vectorizer emits a max and no blends.
 inline float exp_approx(float x) {
-  const bool underflow = x < -87.3365447504f;
-  x = x > 88.3762626647949f ? 88.3762626647949f : x;
-  x = x < -87.3365447504f ? -87.3365447504f : x;
+  x = x < -88.f ? -88.f : x;
   const float magic = 12582912.f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   const float n = (x * 1.44269504088896341f + magic) - magic;
   float r = x - n * 0.693359375f;
@@ -38,8 +38,26 @@ inline float exp_approx(float x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * (r * r) + r + 1.f;
-  const float two_n = bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
-  return underflow ? 0.f : y * two_n;
+  return y * bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+}
+
+// 2^t for t <= 0 (plus rounding noise) to about 1 ulp: t = n + f with |f| <= 1/2, 2^f by its
+// degree-6 Taylor polynomial (error < 1.2e-7 relative), times 2^n. Below -126.5 (and for -inf)
+// 2^n's exponent bits become 0: exactly 0. Cheaper than exp_approx (no Cody-Waite step) for
+// the hot loop, whose arguments come in log2 units already.
+inline float exp2_approx(float t) {
+  t = t < -127.f ? -127.f : t;
+  const float magic = 12582912.f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+  const float n = (t + magic) - magic;
+  const float f = t - n;
+  float y = 1.5403530393381608e-4f;
+  y = y * f + 1.3333558146428443e-3f;
+  y = y * f + 9.6181291076284772e-3f;
+  y = y * f + 5.5504108664821580e-2f;
+  y = y * f + 2.4022650695910071e-1f;
+  y = y * f + 6.9314718055994531e-1f;
+  y = y * f + 1.f;
+  return y * bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
 }
 
 // tanh for the softcap: an odd Taylor series near 0 (no cancellation), (1-e)/(1+e) elsewhere.

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <stdexcept>
@@ -20,10 +21,13 @@ using fastattn::TensorView;
 
 namespace {
 
-ElemType elem_type_of(const py::array& a, const char* name) {
+// bfloat16 arrives as ml_dtypes.bfloat16 arrays, or as uint16 arrays holding the bits when the
+// caller passes dtype="bfloat16" (for NumPy without ml_dtypes).
+ElemType elem_type_of(const py::array& a, const char* name, bool uint16_is_bf16) {
   if (a.dtype().is(py::dtype::of<float>())) return ElemType::kFloat32;
   if (a.dtype().kind() == 'f' && a.itemsize() == 2) return ElemType::kFloat16;
   if (std::string(py::str(a.dtype())) == "bfloat16") return ElemType::kBFloat16;
+  if (uint16_is_bf16 && a.dtype().is(py::dtype::of<uint16_t>())) return ElemType::kBFloat16;
   throw py::type_error(std::string(name) + ": dtype must be float32, float16 or bfloat16, got " +
                        std::string(py::str(a.dtype())));
 }
@@ -31,7 +35,7 @@ ElemType elem_type_of(const py::array& a, const char* name) {
 // Logical [B, H, S, D] view of a C-contiguous 3D [B, S, H*D] or 4D [B, H, S, D] array.
 TensorView view_of(py::array& a, int64_t heads) {
   TensorView v;
-  v.data = a.mutable_data();
+  v.data = const_cast<void*>(a.data());  // inputs are only read; outputs are checked writeable
   if (a.ndim() == 3) {
     const int64_t hd = a.shape(2);
     v.batch_stride = a.shape(1) * hd;
@@ -45,16 +49,38 @@ TensorView view_of(py::array& a, int64_t heads) {
   return v;
 }
 
-py::array contiguous(const py::array& a) { return py::array::ensure(a, py::array::c_style); }
+py::array contiguous(const py::array& a, const char* name) {
+  py::array c = py::array::ensure(a, py::array::c_style);
+  if (!c) throw py::type_error(std::string(name) + " must be an array");
+  return c;
+}
+
+// A caller-provided output: exactly this dtype and shape, C-contiguous and writeable (the
+// kernel writes into it in place, so tests can poison it first).
+py::array checked_output(const py::array& a, const py::dtype& dtype, const std::vector<py::ssize_t>& shape,
+                         const char* name) {
+  if (!a.dtype().is(dtype)) throw py::type_error(std::string(name) + " must have the query's dtype");
+  if (a.ndim() != static_cast<py::ssize_t>(shape.size()) ||
+      !std::equal(shape.begin(), shape.end(), a.shape()))
+    throw py::value_error(std::string(name) + " has the wrong shape");
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+  if (!a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
+  return a;
+}
 
 py::object attention(py::array q, py::array k, py::array v, std::optional<int64_t> num_heads,
                      std::optional<int64_t> kv_num_heads, std::optional<double> scale, bool causal,
                      int64_t window_size, double softcap, std::optional<py::array> attn_bias,
                      std::optional<py::array> key_padding_mask, std::optional<py::array> past_key,
-                     std::optional<py::array> past_value, bool return_present, int num_threads) {
-  q = contiguous(q); k = contiguous(k); v = contiguous(v);
-  const ElemType t = elem_type_of(q, "query");
-  if (elem_type_of(k, "key") != t || elem_type_of(v, "value") != t)
+                     std::optional<py::array> past_value, bool return_present, int num_threads,
+                     std::optional<py::array> out_arg, std::optional<py::array> present_key_arg,
+                     std::optional<py::array> present_value_arg, std::optional<std::string> dtype_name) {
+  if (dtype_name && *dtype_name != "bfloat16")
+    throw py::value_error("dtype may only be \"bfloat16\" (to read uint16 arrays as bfloat16 bits)");
+  const bool bf16_bits = dtype_name.has_value();
+  q = contiguous(q, "query"); k = contiguous(k, "key"); v = contiguous(v, "value");
+  const ElemType t = elem_type_of(q, "query", bf16_bits);
+  if (elem_type_of(k, "key", bf16_bits) != t || elem_type_of(v, "value", bf16_bits) != t)
     throw py::type_error("query, key and value must have the same dtype");
   const int rank = static_cast<int>(q.ndim());
   if (rank != 3 && rank != 4) throw py::value_error("query must be 3D [B, S, H*D] or 4D [B, H, S, D]");
@@ -90,8 +116,8 @@ py::object attention(py::array q, py::array k, py::array v, std::optional<int64_
   py::array pk, pv;
   if (past_key.has_value() != past_value.has_value()) throw py::value_error("give both past_key and past_value or neither");
   if (past_key) {
-    pk = contiguous(*past_key); pv = contiguous(*past_value);
-    if (elem_type_of(pk, "past_key") != t || elem_type_of(pv, "past_value") != t)
+    pk = contiguous(*past_key, "past_key"); pv = contiguous(*past_value, "past_value");
+    if (elem_type_of(pk, "past_key", bf16_bits) != t || elem_type_of(pv, "past_value", bf16_bits) != t)
       throw py::type_error("past tensors must have the query's dtype");
     if (pk.ndim() != 4 || pk.shape(0) != p.batch || pk.shape(1) != p.kv_num_heads || pk.shape(3) != p.head_dim)
       throw py::value_error("past_key must be [B, kv_num_heads, S_past, D]");
@@ -105,8 +131,8 @@ py::object attention(py::array q, py::array k, py::array v, std::optional<int64_
 
   py::array bias;
   if (attn_bias) {
-    bias = contiguous(*attn_bias);
-    if (elem_type_of(bias, "attn_bias") != t) throw py::type_error("attn_bias must have the query's dtype");
+    bias = contiguous(*attn_bias, "attn_bias");
+    if (elem_type_of(bias, "attn_bias", bf16_bits) != t) throw py::type_error("attn_bias must have the query's dtype");
     if (bias.ndim() > 4) throw py::value_error("attn_bias must have rank <= 4");
     int64_t dims[4] = {1, 1, 1, 1}, strides[4] = {0, 0, 0, 0}, want[4] = {p.batch, p.num_heads, p.seq_q, s_total};
     const int off = 4 - static_cast<int>(bias.ndim());
@@ -120,7 +146,7 @@ py::object attention(py::array q, py::array k, py::array v, std::optional<int64_
   }
   py::array mask;
   if (key_padding_mask) {
-    mask = py::array::ensure(*key_padding_mask, py::array::c_style);
+    mask = contiguous(*key_padding_mask, "key_padding_mask");
     const auto kind = mask.dtype().kind();
     if (kind == 'b') p.mask_type = MaskType::kBool;
     else if (kind == 'i' && mask.itemsize() == 4) p.mask_type = MaskType::kInt32;
@@ -138,12 +164,18 @@ py::object attention(py::array q, py::array k, py::array v, std::optional<int64_
 
   std::vector<py::ssize_t> out_shape = rank == 3 ? std::vector<py::ssize_t>{p.batch, p.seq_q, p.num_heads * p.head_dim_v}
                                                  : std::vector<py::ssize_t>{p.batch, p.num_heads, p.seq_q, p.head_dim_v};
-  py::array out(q.dtype(), out_shape);
+  py::array out = out_arg ? checked_output(*out_arg, q.dtype(), out_shape, "out") : py::array(q.dtype(), out_shape);
   p.out = view_of(out, p.num_heads);
+  // Presents are computed when asked for or when preallocated; then the result is a tuple.
+  return_present = return_present || present_key_arg || present_value_arg;
   py::array present_k, present_v;
   if (return_present) {
-    present_k = py::array(q.dtype(), std::vector<py::ssize_t>{p.batch, p.kv_num_heads, s_total, p.head_dim});
-    present_v = py::array(q.dtype(), std::vector<py::ssize_t>{p.batch, p.kv_num_heads, s_total, p.head_dim_v});
+    const std::vector<py::ssize_t> pk_shape{p.batch, p.kv_num_heads, s_total, p.head_dim};
+    const std::vector<py::ssize_t> pv_shape{p.batch, p.kv_num_heads, s_total, p.head_dim_v};
+    present_k = present_key_arg ? checked_output(*present_key_arg, q.dtype(), pk_shape, "present_key")
+                                : py::array(q.dtype(), pk_shape);
+    present_v = present_value_arg ? checked_output(*present_value_arg, q.dtype(), pv_shape, "present_value")
+                                  : py::array(q.dtype(), pv_shape);
     p.present_k = view_of(present_k, p.kv_num_heads);
     p.present_v = view_of(present_v, p.kv_num_heads);
   }
@@ -166,8 +198,12 @@ PYBIND11_MODULE(_kernels, m) {
         py::arg("causal") = false, py::arg("window_size") = -1, py::arg("softcap") = 0.0,
         py::arg("attn_bias") = py::none(), py::arg("key_padding_mask") = py::none(),
         py::arg("past_key") = py::none(), py::arg("past_value") = py::none(),
-        py::arg("return_present") = false, py::arg("num_threads") = 0,
-        "FastAttention forward on the CPU with the com.fastattention::FastAttention contract.");
+        py::arg("return_present") = false, py::arg("num_threads") = 0, py::arg("out") = py::none(),
+        py::arg("present_key") = py::none(), py::arg("present_value") = py::none(), py::arg("dtype") = py::none(),
+        "FastAttention forward on the CPU with the com.fastattention::FastAttention contract.\n"
+        "out / present_key / present_value: optional preallocated (C-contiguous, writeable) outputs;\n"
+        "giving a present returns (out, present_key, present_value) as return_present=True does.\n"
+        "bfloat16: ml_dtypes.bfloat16 arrays, or uint16 arrays of the bits with dtype=\"bfloat16\".");
   m.def("cpu_isa", &fastattn::cpu::selected_isa, "The vector ISA the CPU kernel selected on this machine");
   m.def("cpu_compiled_isas", &fastattn::cpu::compiled_isas, "The vector ISAs compiled into the CPU kernel");
 }
