@@ -17,9 +17,12 @@ HIDDEN = HEADS * HEAD_SIZE
 
 
 def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True,
-                           mask_from_positions: bool = False) -> onnx.ModelProto:
+                           mask_from_positions: bool = False,
+                           where_masking: bool = False) -> onnx.ModelProto:
     """mask_from_positions: the causal mask compares position_ids values (packed-sequence
-    style) instead of coming from Trilu; it looks causal only for positions 0..S-1."""
+    style) instead of coming from Trilu; it looks causal only for positions 0..S-1.
+    where_masking: older GPT-2/BERT style, Where(causal, scores, dtype-min) for the causal part
+    and (1 - attention_mask) * -10000 added for padding."""
     rng = np.random.default_rng(0)
 
     def const(name, array):
@@ -66,9 +69,21 @@ def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True,
                     value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
                   n("Trilu", ["ones"], ["lower"], upper=0),
                   n("Cast", ["lower"], ["lower_bool"], to=TensorProto.BOOL)]
-    nodes += [n("Where", ["lower_bool", "zero", "minus_inf"], ["mask"]),
-              n("Add", ["capped", "mask"], ["masked"]),
-              n("Cast", ["masked"], ["masked_f32"], to=TensorProto.FLOAT),
+    if where_masking:
+        inits += [const("float_min", np.array(np.finfo(np.float32).min, np.float32)),
+                  const("one_f", np.array(1.0, np.float32)),
+                  const("minus_10000", np.array(-10000.0, np.float32)),
+                  const("axes_1_2", np.array([1, 2], np.int64))]
+        nodes += [n("Where", ["lower_bool", "capped", "float_min"], ["causal_scores"]),
+                  n("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+                  n("Sub", ["one_f", "mask_f"], ["padding"]),
+                  n("Mul", ["padding", "minus_10000"], ["padding_bias"]),
+                  n("Unsqueeze", ["padding_bias", "axes_1_2"], ["padding_b11s"]),
+                  n("Add", ["causal_scores", "padding_b11s"], ["masked"])]
+    else:
+        nodes += [n("Where", ["lower_bool", "zero", "minus_inf"], ["mask"]),
+                  n("Add", ["capped", "mask"], ["masked"])]
+    nodes += [n("Cast", ["masked"], ["masked_f32"], to=TensorProto.FLOAT),
               n("Softmax", ["masked_f32"], ["probs_f32"], axis=-1),
               n("Cast", ["probs_f32"], ["probs"], to=TensorProto.FLOAT),
               n("MatMul", ["probs", "v_bhsd"], ["context"]),
@@ -78,7 +93,9 @@ def build_decomposed_model(softcap: float = 30.0, split_scale: bool = True,
         nodes, "decomposed",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", HIDDEN])]
         + ([helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"])]
-           if mask_from_positions else []),
+           if mask_from_positions else [])
+        + ([helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])]
+           if where_masking else []),
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", HIDDEN])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

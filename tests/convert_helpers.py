@@ -13,6 +13,7 @@ import export_hf  # noqa: E402
 SIZES = {"llama": dict(hidden=64, heads=4, kv_heads=2, layers=2),
          "mistral": dict(hidden=64, heads=4, kv_heads=2, layers=2, sliding_window=40),
          "gemma2": dict(hidden=64, heads=4, kv_heads=2, layers=2, sliding_window=40),
+         "qwen2": dict(hidden=64, heads=4, kv_heads=2, layers=2),
          "gpt2": dict(hidden=64, heads=4, layers=2),
          "bert": dict(hidden=64, heads=4, layers=2)}
 CASES = [(arch, exporter) for arch in ("llama", "mistral", "gpt2", "bert")

@@ -53,3 +53,25 @@ def test_mask_reading_other_input_values_stays_a_bias(tmp_path):
     fused = result.report.fused[0]
     assert not fused.causal and fused.attn_bias is not None
     assert result.verify.ok, result.verify.summary()
+
+
+def test_where_masking_and_minus_10000_padding(tmp_path):
+    """Older exports: Where(causal, scores, float-min) and (1 - attention_mask) * -10000."""
+    path = str(tmp_path / "where.onnx")
+    onnx.save(build_decomposed.build_decomposed_model(where_masking=True), path)
+    result = convert(path, verify=True)
+    assert result.fused == 1, result.report.summary()
+    fused = result.report.fused[0]
+    assert fused.causal and fused.key_padding_mask == "attention_mask" and fused.attn_bias is None
+    assert result.verify.ok, result.verify.summary()
+    assert {n.op_type for n in onnx.load(result.output_path).graph.node} == {"MatMul", "FastAttention"}
+
+
+def test_qwen2_projection_biases(tmp_path_factory):
+    """Qwen2 (TorchScript): q/k/v projections with biases, GQA."""
+    from convert_helpers import exported
+
+    result = convert(exported("qwen2", "torchscript", tmp_path_factory), verify=True)
+    assert result.fused == 2 and result.verify.ok, result.report.summary()
+    assert all(f.causal and f.kv_num_heads == 2 and f.key_padding_mask == "attention_mask"
+               for f in result.report.fused)

@@ -141,6 +141,7 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
 
     With a path, the output defaults to `<name>.fa.onnx` beside it; the input is never
     overwritten. The output appears only once conversion (and verification, if on) succeeded.
+    An onnx_ir.Model passed in is rewritten in place (result.model is that object).
     """
     started = time.perf_counter()
     input_path = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else None
@@ -151,16 +152,16 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
             raise ConvertError("the output path is the input file; refusing to overwrite it")
     _progress(progress, f"loading {input_path or 'model'}")
     model = load_model(model_or_path)
-    report = convert_model(model, progress=progress)
-    report.input_path, report.output_path = input_path, output_path
-    result = ConvertResult(model, report, output_path, None)
-    if output_path is None and not verify:
-        return result
     with tempfile.TemporaryDirectory() as scratch:
         original_path = input_path
-        if original_path is None:  # verification runs from files
+        if original_path is None and verify:  # verification runs from files: keep the original
             original_path = os.path.join(scratch, "original.onnx")
-            save_model(load_model(model_or_path), original_path)
+            save_model(model, original_path)
+        report = convert_model(model, progress=progress)  # in place (an onnx_ir.Model input too)
+        report.input_path, report.output_path = input_path, output_path
+        result = ConvertResult(model, report, output_path, None)
+        if output_path is None and not verify:
+            return result
         target = output_path or os.path.join(scratch, "converted.onnx")
         _progress(progress, f"writing {target}")
         pending = save_model(model, target, atomic=True, commit=False)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from . import inputs as model_inputs
+import numpy as np
+
 from . import layout
 from . import masks as mask_rules
 from ._graph import backward_slice, constant_array, value_inputs
@@ -75,7 +77,7 @@ def analyse(model: ir.Model, matches: list[AttentionMatch]) -> list[tuple[Attent
              for k, sizes in enumerate(PROBE_SIZES)]
     wanted = []
     for found in matches:
-        wanted += [found.query, found.key, found.value, *found.biases]
+        wanted += [found.query, found.key, found.value, *found.biases, *found.keep_masks]
         wanted += [v for v in (found.past_key, found.past_value) if v is not None]
         if found.layout_3d:
             wanted += [found.layout_3d[n] for n in ("query", "key", "value", "merged")]
@@ -109,10 +111,13 @@ def mask_samples(model, plans, mask: ir.Value, probes, feeds, padding_inputs):
 def _masks(model, plans, found: AttentionMatch, probes, feeds, mask_inputs) -> None:
     general = []
     meanings = []
-    for bias in found.biases:
+    for bias in [*found.biases, *found.keep_masks]:
+        keep = any(bias is k for k in found.keep_masks)
         _, reads = backward_slice([bias])
         padding_inputs = sorted(reads & mask_inputs)
         arrays, paddings = mask_samples(model, plans, bias, probes, feeds, padding_inputs)
+        if keep:  # Where(keep, scores, -big) adds 0 where kept, blocks elsewhere
+            arrays = [np.where(a, 0.0, -np.inf) for a in arrays]
         meaning = mask_rules.classify(arrays, paddings)
         if value_inputs(bias) - mask_inputs:
             # It reads the values of other inputs (position ids, segment ids...): what the
@@ -133,6 +138,7 @@ def _masks(model, plans, found: AttentionMatch, probes, feeds, mask_inputs) -> N
     found.window_size = max((m.window_size for m in meanings), default=-1)
     found.key_padding_mask = next(v for v in model.graph.inputs if v.name in pads) if pads else None
     found.attn_bias = general[0] if general else None
+    found.attn_bias_is_keep_mask = bool(general) and any(general[0] is k for k in found.keep_masks)
 
 
 def analyse_fused(model: ir.Model, matches: list) -> list[tuple[object, str]]:

@@ -12,6 +12,7 @@ import onnx_ir as ir
 from .. import OP_DOMAIN, OP_TYPE
 from ._graph import backward_slice, producer_op, value_inputs
 from .gqa_repeat import unrepeated
+from .replace import keep_mask_to_bias
 from . import masks as mask_rules
 
 
@@ -197,27 +198,12 @@ def analyse(found: FusedOpMatch, probes: list[dict], feeds: list[dict], mask_inp
     found.mask = None
 
 
-def _index_constant(i: int, new_nodes: list) -> ir.Value:
-    node = ir.node("Constant", [], {"value": ir.tensor(np.array(i, np.int64))})
-    new_nodes.append(node)
-    return node.outputs[0]
-
-
 def replace(graph: ir.Graph, found: FusedOpMatch, index: int) -> ir.Node:
     new_nodes = []
     bias = found.attn_bias
     if found.mask is not None and found.mask is bias and bias.dtype == ir.DataType.BOOL:
-        # bool attn_mask (True = attend) as the op's additive bias
-        values = ir.node("Constant", [], {"value": ir.tensor(np.array([0.0, -np.inf], np.float32))})
-        typed = ir.node("CastLike", [values.outputs[0], found.query])  # the query's float type
-        zero = ir.node("Gather", [typed.outputs[0], _index_constant(0, new_nodes)], {"axis": 0})
-        low = ir.node("Gather", [typed.outputs[0], _index_constant(1, new_nodes)], {"axis": 0})
-        where = ir.node("Where", [bias, zero.outputs[0], low.outputs[0]],
-                        name=f"fastattn_{index}/mask_to_bias")
-        new_nodes += [values, typed, zero, low, where]
-        for j, n in enumerate(new_nodes):
-            n.outputs[0].name = f"fastattn_{index}/bias_{j}"
-        bias = where.outputs[0]
+        new_nodes += keep_mask_to_bias(bias, found.query, f"fastattn_{index}")
+        bias = new_nodes[-1].outputs[0]
     key, value = found.key, found.value
     if found.kv_sources is not None:  # un-repeated kv heads, back to the 3D layout
         merge = ir.node("Constant", [], {"value": ir.tensor(np.array([0, 0, -1], np.int64))})

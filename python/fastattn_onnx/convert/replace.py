@@ -8,6 +8,21 @@ from .. import OP_DOMAIN, OP_TYPE
 from .sdpa_decomposed import AttentionMatch
 
 
+def keep_mask_to_bias(keep: ir.Value, like: ir.Value, prefix: str) -> list[ir.Node]:
+    """Where(keep, 0, -inf) in `like`'s float type: a bool keep-mask as the op's additive bias."""
+    values = ir.node("Constant", [], {"value": ir.tensor(np.array([0.0, -np.inf], np.float32))})
+    typed = ir.node("CastLike", [values.outputs[0], like])
+    zero_index = ir.node("Constant", [], {"value": ir.tensor(np.array(0, np.int64))})
+    low_index = ir.node("Constant", [], {"value": ir.tensor(np.array(1, np.int64))})
+    zero = ir.node("Gather", [typed.outputs[0], zero_index.outputs[0]], {"axis": 0})
+    low = ir.node("Gather", [typed.outputs[0], low_index.outputs[0]], {"axis": 0})
+    where = ir.node("Where", [keep, zero.outputs[0], low.outputs[0]], name=f"{prefix}/mask_to_bias")
+    nodes = [values, typed, zero_index, low_index, zero, low, where]
+    for j, node in enumerate(nodes):
+        node.outputs[0].name = f"{prefix}/bias_{j}"
+    return nodes
+
+
 def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
     """The new nodes (a layout Transpose if the key is [B, S, H, D], then FastAttention)."""
     nodes = []
@@ -26,7 +41,11 @@ def fused_node(found: AttentionMatch, index: int) -> list[ir.Node]:
         attributes["window_size"] = int(found.window_size)
     if found.softcap > 0:
         attributes["softcap"] = float(found.softcap)
-    inputs = [query, key, value, found.attn_bias, found.key_padding_mask,
+    bias = found.attn_bias
+    if bias is not None and found.attn_bias_is_keep_mask:
+        nodes += keep_mask_to_bias(bias, found.query, f"fastattn_{index}")
+        bias = nodes[-1].outputs[0]
+    inputs = [query, key, value, bias, found.key_padding_mask,
               found.past_key, found.past_value]
     while inputs[-1] is None:
         inputs.pop()

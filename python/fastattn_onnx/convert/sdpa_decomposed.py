@@ -10,6 +10,7 @@ import dataclasses
 import onnx_ir as ir
 
 from ._graph import int_attr, ints_attr, only_consumer, producer_op, scalar
+from .masks import BLOCKED
 from . import kv_cache, layout
 from .gqa_repeat import unrepeated
 
@@ -24,6 +25,7 @@ class AttentionMatch:
     value: ir.Value  # [B, Hk, Skv, Dv]
     scale: float
     biases: list[ir.Value]  # additive terms before the softmax
+    keep_masks: list[ir.Value] = dataclasses.field(default_factory=list)  # bool: True = keep
     softcap: float = 0.0
     repeat_kind: str | None = None  # repeat_kv form removed from K and V, if any
     repeated_key: ir.Value | None = None  # K and V as the graph had them, repeated to H heads
@@ -45,6 +47,7 @@ class AttentionMatch:
     window_size: int = -1
     key_padding_mask: ir.Value | None = None
     attn_bias: ir.Value | None = None
+    attn_bias_is_keep_mask: bool = False  # attn_bias is a bool keep-mask: made additive on replace
 
     @property
     def name(self) -> str:
@@ -62,13 +65,16 @@ class NoMatch(Exception):
 def _leads_to_scores(value: ir.Value, depth: int = 8) -> bool:
     """Whether `value` is (scaled, capped, biased) Q @ K^T, i.e. the scores side of an Add."""
     for _ in range(depth):
-        node = producer_op(value, "MatMul", "Mul", "Div", "Add", "Cast", "Tanh")
+        node = producer_op(value, "MatMul", "Mul", "Div", "Add", "Cast", "Tanh", "Where")
         if node is None:
             return False
         if node.op_type == "MatMul":
             return True
         if node.op_type in ("Cast", "Tanh"):
             value = node.inputs[0]
+            continue
+        if node.op_type == "Where":
+            value = node.inputs[1]
             continue
         if node.op_type == "Add":
             return any(_leads_to_scores(v, depth - 1) for v in node.inputs)
@@ -102,10 +108,30 @@ def _peel_softcap(value: ir.Value) -> tuple[ir.Value, float]:
     return value, 0.0
 
 
-def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
-    biases = []
+def _masking_where(value: ir.Value) -> ir.Node | None:
+    """Where(keep, scores, fill) with a blocking scalar fill (older GPT-2 exports)."""
+    where = producer_op(value, "Where")
+    if where is None:
+        return None
+    fill = scalar(where.inputs[2])
+    if fill is None or fill > BLOCKED or not _leads_to_scores(where.inputs[1]):
+        return None
+    return where
+
+
+def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value], list[ir.Value]]:
+    """(scores, additive biases, keep-conditions of masking Wheres) before the softmax."""
+    biases, keeps = [], []
     value = _skip_casts(value)
-    while (add := producer_op(value, "Add")) is not None:
+    while True:
+        if (where := _masking_where(value)) is not None:
+            # Where(keep, s, fill) == s + Where(keep, 0, fill) wherever a row keeps any key.
+            keeps.append(where.inputs[0])
+            value = _skip_casts(where.inputs[1])
+            continue
+        add = producer_op(value, "Add")
+        if add is None:
+            break
         a, b = add.inputs
         if _leads_to_scores(a):
             value, bias = a, b
@@ -115,7 +141,7 @@ def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value]]:
             break
         biases.append(bias)
         value = _skip_casts(value)
-    return value, biases
+    return value, biases, keeps
 
 
 def _peel_scale(value: ir.Value) -> tuple[ir.Value, float]:
@@ -175,7 +201,7 @@ def match(softmax: ir.Node) -> AttentionMatch:
         raise NoMatch("attention probabilities are read by another consumer")
     if consumer.op_type != "MatMul" or consumer.inputs[0] is not probs:
         raise NoMatch(f"attention probabilities feed {consumer.op_type}, not MatMul(P, V)")
-    scores, biases = _peel_biases(softmax.inputs[0])
+    scores, biases, keeps = _peel_biases(softmax.inputs[0])
     scores, softcap = _peel_softcap(scores)
     scores, scale = _peel_scale(_skip_casts(scores))
     qk = producer_op(scores, "MatMul")
@@ -189,7 +215,7 @@ def match(softmax: ir.Node) -> AttentionMatch:
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
                            scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk,
-                           softcap=softcap)
+                           softcap=softcap, keep_masks=keeps)
     if key_layout == "bhsd":
         kv_key, key_repeat = unrepeated(key)
         kv_value, value_repeat = unrepeated(value)
