@@ -1,5 +1,7 @@
 #include "custom_op.h"
 
+#include <atomic>
+
 #include <climits>
 #include <stdexcept>
 #include <vector>
@@ -101,6 +103,31 @@ OrtStatus* ORT_API_CALL compute(void* kernel, OrtKernelContext* context) {
   return compute_attention(*static_cast<const NodeConfig*>(kernel), context);
 }
 
+// Names for the output dims that are not static. ONNX Runtime turns a dim of -1 without a name
+// into the value -1, which constant folding of Shape(output) then bakes into the graph; so each
+// unknown dim gets the symbol of the input dim it equals (batch, query length, key length), or a
+// fresh one.
+std::vector<std::string> output_dim_names(int slot, const TensorInfo& out, const TensorInfo* in,
+                                          const std::vector<std::string>* in_names) {
+  static std::atomic<int64_t> fresh{0};
+  auto name_of = [&](int input, int dim) -> std::string {
+    const auto& names = in_names[input];
+    return dim >= 0 && dim < static_cast<int>(names.size()) ? names[dim] : std::string();
+  };
+  const bool q4d = in[kQuery].rank == 4;
+  std::vector<std::string> names(out.dims.size());
+  for (size_t d = 0; d < out.dims.size(); ++d) {
+    if (out.dims[d] >= 0) continue;
+    std::string n;
+    if (d == 0) n = name_of(kQuery, 0);                                              // batch
+    else if (slot == kOutput && d == (q4d ? 2u : 1u)) n = name_of(kQuery, q4d ? 2 : 1);  // S_q
+    else if (slot != kOutput && d == 2 && !in[kPastKey].present)                     // S_total = S_kv
+      n = name_of(kKey, in[kKey].rank == 4 ? 2 : 1);
+    names[d] = n.empty() ? "fastattn_dim_" + std::to_string(fresh++) : n;
+  }
+  return names;
+}
+
 // Static shapes are checked here, so a bad model fails at session creation.
 OrtStatus* infer_shapes_impl(OrtShapeInferContext* ctx, std::string* rule) {
   return guarded([&]() -> OrtStatus* {
@@ -114,6 +141,7 @@ OrtStatus* infer_shapes_impl(OrtShapeInferContext* ctx, std::string* rule) {
     size_t count = 0;
     FASTATTN_RETURN_IF_ERROR(ort().ShapeInferContext_GetInputCount(ctx, &count));
     TensorInfo in[kNumInputs];
+    std::vector<std::string> dim_names[kNumInputs];  // symbolic names of the inputs' dims ("" if none)
     for (size_t i = 0; i < count && i < kNumInputs; ++i) {
       OrtTensorTypeAndShapeInfo* raw = nullptr;
       if (OrtStatus* s = ort().ShapeInferContext_GetInputTypeShape(ctx, i, &raw)) {
@@ -131,6 +159,9 @@ OrtStatus* infer_shapes_impl(OrtShapeInferContext* ctx, std::string* rule) {
       t.rank = static_cast<int>(rank);
       t.dims.resize(rank);
       FASTATTN_RETURN_IF_ERROR(ort().GetDimensions(ts, t.dims.data(), rank));
+      std::vector<const char*> names(rank, nullptr);
+      FASTATTN_RETURN_IF_ERROR(ort().GetSymbolicDimensions(ts, names.data(), rank));
+      for (size_t d = 0; d < rank; ++d) dim_names[i].emplace_back(names[d] ? names[d] : "");
     }
     TensorInfo out[kNumOutputs];
     *rule = infer_outputs(a, in, out);
@@ -142,6 +173,10 @@ OrtStatus* infer_shapes_impl(OrtShapeInferContext* ctx, std::string* rule) {
       TypeShapeInfoPtr ts(raw);
       FASTATTN_RETURN_IF_ERROR(ort().SetTensorElementType(ts.get(), out[i].type));
       FASTATTN_RETURN_IF_ERROR(ort().SetDimensions(ts.get(), out[i].dims.data(), out[i].dims.size()));
+      std::vector<std::string> names = output_dim_names(i, out[i], in, dim_names);
+      std::vector<const char*> name_ptrs;
+      for (const auto& n : names) name_ptrs.push_back(n.c_str());
+      FASTATTN_RETURN_IF_ERROR(ort().SetSymbolicDimensions(ts.get(), name_ptrs.data(), name_ptrs.size()));
       if (OrtStatus* s = ort().ShapeInferContext_SetOutputTypeShape(ctx, i, ts.get())) {
         ort().ReleaseStatus(s);  // the node does not have this optional output
       }

@@ -64,10 +64,15 @@ def node_placement(model, providers=("FastAttentionEP", "CPUExecutionProvider"),
             if name.endswith(suffix):
                 name = name[: -len(suffix)]
         placement[name] = args["provider"]
-    return _unfuse(placement, [n.name for n in proto.graph.node])
+    claimable = [n.name for n in proto.graph.node if (n.domain, n.op_type) in _EP_OP_TYPES]
+    return _unfuse(placement, [n.name for n in proto.graph.node], claimable)
 
 
-def _unfuse(placement: dict[str, str], node_names: list[str]) -> dict[str, str]:
+# What FastAttentionEP can take: only these nodes can hide behind its fused-node names.
+_EP_OP_TYPES = {("com.fastattention", "FastAttention"), ("", "Attention"), ("ai.onnx", "Attention")}
+
+
+def _unfuse(placement: dict[str, str], node_names: list[str], claimable: list[str]) -> dict[str, str]:
     fused = {}
     for name, provider in placement.items():
         if name in node_names:
@@ -75,7 +80,9 @@ def _unfuse(placement: dict[str, str], node_names: list[str]) -> dict[str, str]:
         m = re.match(r"^(.*)_(\d+)_(\d+)_\d+$", name)  # <EP>_<EP>_<hash>_<k>_<n>
         if m:
             fused[(provider, int(m.group(3)))] = name
-    missing = [n for n in node_names if n and n not in placement]  # unnamed nodes cannot be told apart
+    # Nodes the profile does not name: the EP's claims, but also nodes ORT folded or fused away;
+    # only op types the EP can claim are candidates (unnamed nodes cannot be told apart).
+    missing = [n for n in claimable if n and n not in placement]
     out = {n: p for n, p in placement.items() if n in node_names}
     by_ep: dict[str, list] = {}
     for (provider, k), name in sorted(fused.items(), key=lambda kv: kv[0][1]):
