@@ -47,6 +47,11 @@ def test_onnxscript_fused_mha_loses_its_mask_tensor(arch, tmp_path_factory, tmp_
 
     model = ir.load(exported(arch, "dynamo", tmp_path_factory))
     optimize_for_ort(model)
+    emitted = {node.op_type for node in model.graph}
+    if "MultiHeadAttention" not in emitted:
+        # With torch 2.11 / onnx-ir 1.0 (the GPU machine) onnxscript emits GroupQueryAttention,
+        # which the converter leaves alone with a reason (test_group_query_attention_left_with_reason).
+        pytest.skip(f"onnxscript emitted no MultiHeadAttention here (it emitted {sorted(emitted & {'GroupQueryAttention', 'Attention'})})")
     path = str(tmp_path / f"{arch}.ortfused.onnx")
     ir.save(model, path)
     result = convert(path, verify=True)
