@@ -84,7 +84,7 @@ ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   s.scores = take(t.block_k * s.q_ld);
   s.out = take(t.block_q * s.o_ld);
   s.rows = take(6 * s.q_ld);
-  s.row_bounds = take(2 * 2 * s.q_ld);  // int64
+  s.row_bounds = take(3 * 2 * s.q_ld);  // int64: lo, hi, extent in the current tile
   s.total = at;
   return s;
 }

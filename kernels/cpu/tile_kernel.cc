@@ -76,6 +76,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   float* const tile_sum = tile_max + ld;
   int64_t* const row_lo = reinterpret_cast<int64_t*>(scratch + sl.row_bounds);
   int64_t* const row_hi = row_lo + ld;
+  int64_t* const row_extent = row_hi + ld;  // per row: keys of the current tile it can see
 
   // Q^T (D x mq_pad), zero in the padding columns.
   for (int64_t r = 0; r < mq; ++r) {
@@ -112,8 +113,20 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   const float scale = p.scale, softcap = p.softcap, inv_softcap = softcap > 0.f ? 1.f / softcap : 0.f;
   const int64_t bias_base = p.bias ? b * p.bias_batch_stride + h * p.bias_head_stride + q0 * p.bias_row_stride : 0;
 
+  // Key tiles: the span every row sees in full, [full_lo, full_hi), is split into even tiles of
+  // at most block_k; the rest (under causal: the diagonal) is tiled on its own, so only tiles
+  // that need interval checks leave the fast path.
+  const int64_t full_lo = imin(imax(begin, lo_last), end), full_hi = imax(imin(end, hi_first), full_lo);
+  auto tile_end = [&](int64_t j0) {
+    if (j0 < full_lo) return imin(j0 + block_k, full_lo);
+    if (j0 < full_hi) {
+      const int64_t left = full_hi - j0, tiles = (left + block_k - 1) / block_k;
+      return j0 + (left + tiles - 1) / tiles;
+    }
+    return imin(j0 + block_k, end);
+  };
   for (int64_t j0 = begin, j1; j0 < end; j0 = j1) {
-    j1 = imin(j0 + block_k, end);
+    j1 = tile_end(j0);
     if (j0 < p.seq_past && j1 > p.seq_past) j1 = p.seq_past;  // a tile reads past or new rows, not both
     const int64_t nk = j1 - j0;
     bool padding_mixed = false;
@@ -135,7 +148,15 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     // S^T (nk x mq_pad) = K Q^T.
     const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
     for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = kNegInf;
-    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false, plain ? tile_max : nullptr);
+    // A tile past every row's lower bound (the causal diagonal) skips the keys above each row's
+    // upper bound in both GEMMs: they are masked to -inf below and get P = 0.
+    const bool triangle = !structural_full && lo_last <= j0;
+    if (triangle) {
+      for (int64_t r = 0; r < mq; ++r) row_extent[r] = imax(0, imin(row_hi[r], j1) - j0);
+      for (int64_t r = mq; r < mq_pad; ++r) row_extent[r] = row_extent[mq - 1];
+    }
+    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false, plain ? tile_max : nullptr,
+                      triangle ? row_extent : nullptr);
 
     if (!plain) {  // logits = softcap(scale * s) + bias, -inf where the tiling-mask hides a key
       for (int64_t c = 0; c < nk; ++c) {
@@ -202,7 +223,8 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     if (o_ld > Dv)
       for (int64_t c = 0; c < nk; ++c)
         for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
-    small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true);
+    small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true, nullptr,
+                     triangle ? row_extent : nullptr);
   }
 
   // O = acc / l; a row without any visible key has l == 0 and acc == 0: zeros.

@@ -27,7 +27,7 @@ struct ScratchLayout {
   int64_t scores = 0;     // block_k x q_ld: S^T, then P^T, of one tile
   int64_t out = 0;        // block_q x o_ld: the float32 output accumulator
   int64_t rows = 0;       // 6 x q_ld per-row floats: max, sum, shift, rescale, tile max, tile sum
-  int64_t row_bounds = 0; // 2 x q_ld int64: each query row's visible key interval [lo, hi)
+  int64_t row_bounds = 0; // 3 x q_ld int64: each query row's visible key interval [lo, hi), its keys in a tile
   int64_t total = 0;
 };
 constexpr int64_t kQueryPad = 32;  // the widest micro-tile (AVX-512: 2 x 16 floats)
