@@ -44,10 +44,13 @@ struct TilePlan {
   const int64_t* end_visible = nullptr;    // per batch: one past the last visible key
 };
 
-using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, float* scratch);
+// Rows [q0, S_q) of query heads h .. h + heads - 1 (one KV group) when heads > 1, else rows
+// [q0, q0 + block_q) of head h.
+using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0,
+                                    float* scratch);
 
 #define FASTATTN_DECLARE_ISA(ns) \
-  namespace ns { void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, float* scratch); }
+  namespace ns { void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch); }
 FASTATTN_DECLARE_ISA(isa_baseline)
 FASTATTN_DECLARE_ISA(isa_avx2)
 FASTATTN_DECLARE_ISA(isa_avx512)
