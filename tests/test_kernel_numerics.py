@@ -86,6 +86,13 @@ EDGE_CASES = [
          padding="random", mask_dtype="int64", bias="per_row_key", softcap=0.0, past=300, dv="other"),
     dict(batch=3, seq_q=257, seq_kv=1031, head_dim=32, heads=(8, 2), rank=4, dtype="bfloat16", structure="window",
          padding="dead_batch", mask_dtype="int32", bias="full", softcap=30.0, past=0, dv="same"),
+    # GQA with few query rows: the heads of a KV group stacked into one work item.
+    dict(batch=2, seq_q=7, seq_kv=64, head_dim=64, heads=(8, 2), rank=4, dtype="float32", structure="causal+window",
+         padding="random", mask_dtype="bool", bias="none", softcap=30.0, past=300, dv="other"),
+    dict(batch=1, seq_q=1, seq_kv=1, head_dim=128, heads=(8, 1), rank=3, dtype="float32", structure="causal",
+         padding="left", mask_dtype="int32", bias="none", softcap=0.0, past=1030, dv="same"),
+    dict(batch=1, seq_q=64, seq_kv=300, head_dim=32, heads=(8, 4), rank=3, dtype="float16", structure="causal",
+         padding="none", mask_dtype="bool", bias="none", softcap=0.0, past=5, dv="same"),
 ]
 
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 2e-3}

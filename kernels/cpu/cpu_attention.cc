@@ -84,7 +84,7 @@ ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   s.scores = take(t.block_k * s.q_ld);
   s.out = take(t.block_q * s.o_ld);
   s.rows = take(6 * s.q_ld);
-  s.row_bounds = take(2 * 2 * s.q_ld);  // int64
+  s.row_bounds = take(3 * 2 * s.q_ld);  // int64: lo, hi, extent in the current tile
   s.total = at;
   return s;
 }
@@ -149,7 +149,7 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
   const Isa isa = selected();
   TilePlan plan;
   plan.params = &p;
-  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v);
+  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v, p.causal);
   plan.scratch = scratch_layout(p, plan.traits);
 
   // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.
@@ -179,11 +179,21 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
 
   const AttendQueryBlockFn attend = kernel_for(isa);
   const int64_t block_q = plan.traits.block_q, blocks = (p.seq_q + block_q - 1) / block_q;
+  // GQA with few query rows (decode): the query heads of one KV head go into one work item, their
+  // rows stacked, so its K and V tiles are read once per group and the GEMMs get more rows.
+  // (A per-head bias would need a per-row bias base: not stacked.)
+  const int64_t group = p.num_heads / p.kv_num_heads;
+  if (group > 1 && !p.bias && p.seq_q * group <= block_q) {
+    parallel_for(p.batch * p.kv_num_heads, [&](int64_t item) {
+      attend(plan, item / p.kv_num_heads, item % p.kv_num_heads * group, group, 0, thread_scratch(plan.scratch.total));
+    });
+    return;
+  }
   // Within a head the last query blocks come first: under causal masks they cost the most,
   // so a dynamic scheduler ends with the cheap ones.
   parallel_for(p.batch * p.num_heads * blocks, [&](int64_t item) {
     const int64_t bh = item / blocks, qb = blocks - 1 - item % blocks;
-    attend(plan, bh / p.num_heads, bh % p.num_heads, qb * block_q, thread_scratch(plan.scratch.total));
+    attend(plan, bh / p.num_heads, bh % p.num_heads, 1, qb * block_q, thread_scratch(plan.scratch.total));
   });
 }
 

@@ -78,9 +78,12 @@ inline void micro_rows(int64_t rows, const float* a, int64_t lda, const float* b
 
 // C[m x n] (+)= A[m x k] * B[k x n] with n a multiple of kVecFloats; row-major, strided.
 // col_max (optional, n floats): raised to the column maxima of the final C.
+// extent (optional, non-decreasing, lets the causal diagonal tile skip its hidden triangle):
+// without kATrans, column j needs only rows [0, extent[j]) of C (the other rows are left
+// unwritten); with kATrans, row i needs only depth [0, extent[i]) (the rest of A's row is 0).
 template <bool kATrans>
 void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                int64_t ldc, bool accumulate, float* col_max = nullptr) {
+                int64_t ldc, bool accumulate, float* col_max = nullptr, const int64_t* extent = nullptr) {
   for (int64_t k0 = 0; k0 < k; k0 += kDepthChunk) {
     const int64_t kc = k - k0 < kDepthChunk ? k - k0 : kDepthChunk;
     const bool acc = accumulate || k0 > 0;
@@ -88,18 +91,29 @@ void small_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
     const float* ak = kATrans ? a + k0 * lda : a + k0;
     const float* bk = b + k0 * ldb;
     auto a_rows = [&](int64_t i) { return kATrans ? ak + i : ak + i * lda; };
+    // Rows of C that columns [j, j + width) need, and the depth of this chunk rows [i, i + rows) need.
+    auto rows_for = [&](int64_t j, int64_t width) {
+      if (kATrans || !extent) return m;
+      const int64_t e = extent[j + width - 1];
+      return e < m ? e : m;
+    };
+    auto depth_for = [&](int64_t i, int64_t rows) {
+      if (!kATrans || !extent) return kc;
+      const int64_t e = extent[i + rows - 1] - k0;
+      return e < 0 ? int64_t{0} : e < kc ? e : kc;
+    };
     int64_t j = 0;
     for (; j + kMicroCols <= n; j += kMicroCols)
-      for (int64_t i = 0; i < m; i += kMicroRows) {
-        const int64_t rows = m - i < kMicroRows ? m - i : kMicroRows;
-        micro_rows<kMicroRows, kMicroVecs, kATrans>(rows, a_rows(i), lda, bk + j, ldb, c + i * ldc + j, ldc, kc, acc,
-                                                    last_max ? last_max + j : nullptr);
+      for (int64_t i = 0, mj = rows_for(j, kMicroCols); i < mj; i += kMicroRows) {
+        const int64_t rows = mj - i < kMicroRows ? mj - i : kMicroRows;
+        micro_rows<kMicroRows, kMicroVecs, kATrans>(rows, a_rows(i), lda, bk + j, ldb, c + i * ldc + j, ldc,
+                                                    depth_for(i, rows), acc, last_max ? last_max + j : nullptr);
       }
     for (; j < n; j += kVecFloats)
-      for (int64_t i = 0; i < m; i += kMicroRows) {
-        const int64_t rows = m - i < kMicroRows ? m - i : kMicroRows;
-        micro_rows<kMicroRows, 1, kATrans>(rows, a_rows(i), lda, bk + j, ldb, c + i * ldc + j, ldc, kc, acc,
-                                           last_max ? last_max + j : nullptr);
+      for (int64_t i = 0, mj = rows_for(j, kVecFloats); i < mj; i += kMicroRows) {
+        const int64_t rows = mj - i < kMicroRows ? mj - i : kMicroRows;
+        micro_rows<kMicroRows, 1, kATrans>(rows, a_rows(i), lda, bk + j, ldb, c + i * ldc + j, ldc,
+                                           depth_for(i, rows), acc, last_max ? last_max + j : nullptr);
       }
   }
 }

@@ -56,13 +56,16 @@ inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
 
 namespace FASTATTN_ISA_NS {
 
-void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, float* scratch) {
+void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch) {
   const AttentionParams& p = *plan.params;
   const ScratchLayout& sl = plan.scratch;
   const ElemType t = p.dtype;
   const int64_t S = p.seq_total(), D = p.head_dim, Dv = p.head_dim_v, ld = sl.q_ld, o_ld = sl.o_ld;
   const int64_t kv_h = h / (p.num_heads / p.kv_num_heads);
-  const int64_t mq = imin(plan.traits.block_q, p.seq_q - q0), block_k = plan.traits.block_k;
+  // Rows of the block: `heads` query heads of one KV group stacked, each with rows_per_head
+  // query positions from q0; row r is head h + r / rows_per_head, position q0 + r % rows_per_head.
+  const int64_t rows_per_head = heads > 1 ? p.seq_q - q0 : imin(plan.traits.block_q, p.seq_q - q0);
+  const int64_t mq = heads * rows_per_head, block_k = plan.traits.block_k;
   const int64_t mq_pad = (mq + kVecFloats - 1) / kVecFloats * kVecFloats;  // columns of S^T in use
   const int64_t shift = S - p.seq_q;  // query row i sits at key position i + shift
   float* const qt = scratch + sl.qt;
@@ -76,10 +79,11 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   float* const tile_sum = tile_max + ld;
   int64_t* const row_lo = reinterpret_cast<int64_t*>(scratch + sl.row_bounds);
   int64_t* const row_hi = row_lo + ld;
+  int64_t* const row_extent = row_hi + ld;  // per row: keys of the current tile it can see
 
   // Q^T (D x mq_pad), zero in the padding columns.
   for (int64_t r = 0; r < mq; ++r) {
-    const void* src = elem_at(p.q.data, row_offset(p.q, b, h, q0 + r), t);
+    const void* src = elem_at(p.q.data, row_offset(p.q, b, h + r / rows_per_head, q0 + r % rows_per_head), t);
     for (int64_t d = 0; d < D; ++d) qt[d * ld + r] = load_one(src, d, t);
   }
   for (int64_t d = 0; d < D; ++d)
@@ -87,8 +91,9 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
   for (int64_t i = 0; i < mq * o_ld; ++i) acc[i] = 0.f;
   for (int64_t r = 0; r < mq_pad; ++r) { row_max[r] = kNegInf; row_sum[r] = 0.f; }
 
-  // Structural part of the tiling-mask: query row i sees the key interval [lo(i), hi(i)),
-  // both ends non-decreasing in i, so a block's union is [lo(first), hi(last)).
+  // Structural part of the tiling-mask: query position i sees the key interval [lo(i), hi(i)),
+  // both ends non-decreasing in i, so a block's union is [lo(first), hi(last)) (stacked heads
+  // repeat the same positions).
   const int64_t window = p.window_size > 0 ? imin(p.window_size, S + p.seq_q) : 0;
   auto lo_of = [&](int64_t i) { return window > 0 ? imax(0, i + shift - window + 1) : int64_t{0}; };
   auto hi_of = [&](int64_t i) {
@@ -98,22 +103,34 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     return imax(hi, 0);
   };
   for (int64_t r = 0; r < mq_pad; ++r) {
-    row_lo[r] = r < mq ? lo_of(q0 + r) : 0;
-    row_hi[r] = r < mq ? hi_of(q0 + r) : 0;  // padding rows see nothing
+    row_lo[r] = r < mq ? lo_of(q0 + r % rows_per_head) : 0;
+    row_hi[r] = r < mq ? hi_of(q0 + r % rows_per_head) : 0;  // padding rows see nothing
   }
-  int64_t begin = lo_of(q0), end = hi_of(q0 + mq - 1);
+  int64_t begin = lo_of(q0), end = hi_of(q0 + rows_per_head - 1);
   const int32_t* prefix = nullptr;
   if (plan.visible_prefix) {
     prefix = plan.visible_prefix + b * (S + 1);
     begin = imax(begin, plan.first_visible[b]);
     end = imin(end, plan.end_visible[b]);
   }
-  const int64_t lo_last = lo_of(q0 + mq - 1), hi_first = hi_of(q0);
+  const int64_t lo_last = lo_of(q0 + rows_per_head - 1), hi_first = hi_of(q0);
   const float scale = p.scale, softcap = p.softcap, inv_softcap = softcap > 0.f ? 1.f / softcap : 0.f;
   const int64_t bias_base = p.bias ? b * p.bias_batch_stride + h * p.bias_head_stride + q0 * p.bias_row_stride : 0;
 
+  // Key tiles: the span every row sees in full, [full_lo, full_hi), is split into even tiles of
+  // at most block_k; the rest (under causal: the diagonal) is tiled on its own, so only tiles
+  // that need interval checks leave the fast path.
+  const int64_t full_lo = imin(imax(begin, lo_last), end), full_hi = imax(imin(end, hi_first), full_lo);
+  auto tile_end = [&](int64_t j0) {
+    if (j0 < full_lo) return imin(j0 + block_k, full_lo);
+    if (j0 < full_hi) {
+      const int64_t left = full_hi - j0, tiles = (left + block_k - 1) / block_k;
+      return j0 + (left + tiles - 1) / tiles;
+    }
+    return imin(j0 + block_k, end);
+  };
   for (int64_t j0 = begin, j1; j0 < end; j0 = j1) {
-    j1 = imin(j0 + block_k, end);
+    j1 = tile_end(j0);
     if (j0 < p.seq_past && j1 > p.seq_past) j1 = p.seq_past;  // a tile reads past or new rows, not both
     const int64_t nk = j1 - j0;
     bool padding_mixed = false;
@@ -135,7 +152,15 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     // S^T (nk x mq_pad) = K Q^T.
     const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
     for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = kNegInf;
-    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false, plain ? tile_max : nullptr);
+    // A tile past every row's lower bound (the causal diagonal) skips the keys above each row's
+    // upper bound in both GEMMs: they are masked to -inf below and get P = 0.
+    const bool triangle = !structural_full && lo_last <= j0 && heads == 1;  // extents must not decrease
+    if (triangle) {
+      for (int64_t r = 0; r < mq; ++r) row_extent[r] = imax(0, imin(row_hi[r], j1) - j0);
+      for (int64_t r = mq; r < mq_pad; ++r) row_extent[r] = row_extent[mq - 1];
+    }
+    small_gemm<false>(nk, mq_pad, D, k.data, k.ld, qt, ld, scores, ld, /*accumulate=*/false, plain ? tile_max : nullptr,
+                      triangle ? row_extent : nullptr);
 
     if (!plain) {  // logits = softcap(scale * s) + bias, -inf where the tiling-mask hides a key
       for (int64_t c = 0; c < nk; ++c) {
@@ -202,13 +227,14 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, 
     if (o_ld > Dv)
       for (int64_t c = 0; c < nk; ++c)
         for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
-    small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true);
+    small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true, nullptr,
+                     triangle ? row_extent : nullptr);
   }
 
   // O = acc / l; a row without any visible key has l == 0 and acc == 0: zeros.
   for (int64_t r = 0; r < mq; ++r) {
     const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
-    void* dst = const_cast<void*>(elem_at(p.out.data, row_offset(p.out, b, h, q0 + r), t));
+    void* dst = const_cast<void*>(elem_at(p.out.data, row_offset(p.out, b, h + r / rows_per_head, q0 + r % rows_per_head), t));
     from_float_scaled(acc + r * o_ld, inv, Dv, t, dst);
   }
 }

@@ -27,7 +27,7 @@ struct ScratchLayout {
   int64_t scores = 0;     // block_k x q_ld: S^T, then P^T, of one tile
   int64_t out = 0;        // block_q x o_ld: the float32 output accumulator
   int64_t rows = 0;       // 6 x q_ld per-row floats: max, sum, shift, rescale, tile max, tile sum
-  int64_t row_bounds = 0; // 2 x q_ld int64: each query row's visible key interval [lo, hi)
+  int64_t row_bounds = 0; // 3 x q_ld int64: each query row's visible key interval [lo, hi), its keys in a tile
   int64_t total = 0;
 };
 constexpr int64_t kQueryPad = 32;  // the widest micro-tile (AVX-512: 2 x 16 floats)
@@ -44,10 +44,13 @@ struct TilePlan {
   const int64_t* end_visible = nullptr;    // per batch: one past the last visible key
 };
 
-using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, float* scratch);
+// Rows [q0, S_q) of query heads h .. h + heads - 1 (one KV group) when heads > 1, else rows
+// [q0, q0 + block_q) of head h.
+using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0,
+                                    float* scratch);
 
 #define FASTATTN_DECLARE_ISA(ns) \
-  namespace ns { void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t q0, float* scratch); }
+  namespace ns { void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch); }
 FASTATTN_DECLARE_ISA(isa_baseline)
 FASTATTN_DECLARE_ISA(isa_avx2)
 FASTATTN_DECLARE_ISA(isa_avx512)
