@@ -19,6 +19,7 @@ import numpy as np
 # (S, N, D, causal): the issue's two speed cases plus the non-causal D=64 reference point.
 SPEED_CASES = [(4096, 8, 64, True), (4096, 8, 128, False), (4096, 8, 64, False)]
 MEMORY_SEQ_LENS = [8192, 16384, 32768]
+PAUSE_S = 0.3
 
 
 @dataclass
@@ -46,7 +47,7 @@ def _session_options(threads: int):
     return so
 
 
-def fastattention_session(case: Case, threads: int):
+def fastattention_session(case: Case, threads: int, layout: str = "3d"):
     """The user's path: a model with one FastAttention node, run with FastAttentionEP."""
     import onnxruntime as ort
 
@@ -54,7 +55,7 @@ def fastattention_session(case: Case, threads: int):
     from .model_builders import fastattention_model
 
     model = fastattention_model(seq_q=case.seq, seq_kv=case.seq, num_heads=case.heads, head_dim=case.head_dim,
-                                causal=case.causal, layout="3d")
+                                causal=case.causal, layout=layout)
     return ort.InferenceSession(model.SerializeToString(), _session_options(threads),
                                 providers=[EP_NAME, "CPUExecutionProvider"])
 
@@ -87,17 +88,18 @@ def _median_ms(fn, repeats: int) -> list[float]:
     return times
 
 
-def bench_speed(case: Case, threads: int, repeats: int) -> dict:
+def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> dict:
     import torch
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     hidden = case.heads * case.head_dim
     q, k, v = (rng.standard_normal((1, case.seq, hidden), dtype=np.float32) for _ in range(3))
-    feeds = {"query": q, "key": k, "value": v}
-    ours = fastattention_session(case, threads)
     qt, kt, vt = (torch.from_numpy(x).view(1, case.seq, case.heads, case.head_dim).transpose(1, 2).contiguous()
                   for x in (q, k, v))
+    # 3d: [B, S, N*D] as projections give it; 4d: [B, N, S, D] as most converted models feed it.
+    feeds = dict(zip(("query", "key", "value"), (q, k, v) if layout == "3d" else (x.numpy() for x in (qt, kt, vt))))
+    ours = fastattention_session(case, threads, layout)
 
     def sdpa():
         with torch.no_grad():
@@ -114,16 +116,22 @@ def bench_speed(case: Case, threads: int, repeats: int) -> dict:
         contenders["ORT MultiHeadAttention(bias)"] = lambda: mha_b.run(None, bias_feeds)
 
     # Parity first: a fast wrong answer is no answer.
-    ref = sdpa().transpose(1, 2).reshape(1, case.seq, hidden).numpy()
-    err = float(np.abs(contenders["FastAttentionEP"]()[0] - ref).max())
+    ref = sdpa().numpy()
+    got = contenders["FastAttentionEP"]()[0]
+    got = got.reshape(1, case.seq, case.heads, case.head_dim).transpose(0, 2, 1, 3) if layout == "3d" else got
+    err = float(np.abs(got - ref).max())
     for fn in contenders.values():  # warm-up
         fn()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            samples[name] += _median_ms(fn, 1)
+    names = list(contenders)
+    for r in range(repeats):
+        # Rotate the order, and pause before each call so the previous contender's spinning
+        # worker threads (ORT's pools, torch's OpenMP) have parked and do not steal cores.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(PAUSE_S)
+            samples[name] += _median_ms(contenders[name], 1)
     med = {name: statistics.median(ts) for name, ts in samples.items()}
-    return {"case": str(case), "max_abs_err_vs_torch": err, "median_ms": med,
+    return {"case": f"{case} {layout}", "max_abs_err_vs_torch": err, "median_ms": med,
             "gflops_ours": case.attention_flops() / med["FastAttentionEP"] / 1e6}
 
 
@@ -190,7 +198,7 @@ def run_cpu(args) -> int:
     cases = SPEED_CASES if not args.quick else [(512, 8, 64, True), (512, 8, 128, False)]
     results = []
     for s, n, d, c in cases:
-        r = bench_speed(Case(s, n, d, c), args.threads, args.repeats)
+        r = bench_speed(Case(s, n, d, c), args.threads, args.repeats, args.layout)
         results.append(r)
         med = r["median_ms"]
         ours = med["FastAttentionEP"]
@@ -224,6 +232,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--memory", action="store_true", help="cpu: also the peak extra memory at S=8K..32K")
+    p.add_argument("--layout", choices=("3d", "4d"), default="3d",
+                   help="cpu: FastAttention inputs as [B, S, N*D] (3d) or [B, N, S, D] (4d)")
     p.add_argument("--quick", action="store_true", help="cpu: short sequences (a smoke run, not the goals)")
     p.add_argument("--json", help="cpu: write the results here")
     p.add_argument("--seq-len", type=int, default=4096, help="model: prefill length")
