@@ -10,7 +10,7 @@ import onnxruntime as ort
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 
 import fastattn_onnx  # noqa: E402  (registers FastAttentionEP)
-from build_fastattention_model import build_model  # noqa: E402,F401
+from fastattn_onnx.model_builders import build_model  # noqa: E402,F401
 
 EP = fastattn_onnx.get_ep_name()
 EP_PROVIDERS = [EP, "CPUExecutionProvider"]

@@ -107,17 +107,6 @@ float* thread_scratch(int64_t floats) {
   return buf.data;
 }
 
-bool mask_at(const AttentionParams& p, int64_t b, int64_t j) {
-  const int64_t idx = b * p.mask_batch_stride + j;
-  switch (p.mask_type) {
-    case MaskType::kBool: return static_cast<const uint8_t*>(p.key_padding_mask)[idx] != 0;
-    case MaskType::kInt32: return static_cast<const int32_t*>(p.key_padding_mask)[idx] != 0;
-    case MaskType::kInt64: return static_cast<const int64_t*>(p.key_padding_mask)[idx] != 0;
-    case MaskType::kNone: return true;
-  }
-  return true;
-}
-
 // present = concat(past, new) along the sequence, one (batch, kv head) per work item.
 void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
   if (!p.present_k.data && !p.present_v.data) return;
@@ -164,7 +153,7 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
       int32_t* pre = prefix.data() + b * (S + 1);
       pre[0] = 0;
       for (int64_t j = 0; j < S; ++j) {
-        const bool vis = mask_at(p, b, j);
+        const bool vis = key_visible(p, b, j);
         pre[j + 1] = pre[j] + (vis ? 1 : 0);
         if (vis) {
           if (first[b] == S) first[b] = j;

@@ -41,17 +41,6 @@ FloatRows float_rows(const TensorView& v, ElemType t, int64_t b, int64_t h, int6
   return {buf, buf_ld};
 }
 
-inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
-  const int64_t idx = b * p.mask_batch_stride + j;
-  switch (p.mask_type) {
-    case MaskType::kBool: return static_cast<const uint8_t*>(p.key_padding_mask)[idx] != 0;
-    case MaskType::kInt32: return static_cast<const int32_t*>(p.key_padding_mask)[idx] != 0;
-    case MaskType::kInt64: return static_cast<const int64_t*>(p.key_padding_mask)[idx] != 0;
-    case MaskType::kNone: return true;
-  }
-  return true;
-}
-
 }  // namespace
 
 namespace FASTATTN_ISA_NS {

@@ -46,6 +46,19 @@ struct TilePlan {
 
 // Rows [q0, S_q) of query heads h .. h + heads - 1 (one KV group) when heads > 1, else rows
 // [q0, q0 + block_q) of head h.
+// key_padding_mask[b, j] != 0. static, not inline: every per-ISA copy of tile_kernel.cc keeps its
+// own, so the linker cannot pick one built for an ISA the running CPU lacks.
+static inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
+  const int64_t idx = b * p.mask_batch_stride + j;
+  switch (p.mask_type) {
+    case MaskType::kBool: return static_cast<const uint8_t*>(p.key_padding_mask)[idx] != 0;
+    case MaskType::kInt32: return static_cast<const int32_t*>(p.key_padding_mask)[idx] != 0;
+    case MaskType::kInt64: return static_cast<const int64_t*>(p.key_padding_mask)[idx] != 0;
+    case MaskType::kNone: return true;
+  }
+  return true;
+}
+
 using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0,
                                     float* scratch);
 

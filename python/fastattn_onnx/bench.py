@@ -52,10 +52,10 @@ def fastattention_session(case: Case, threads: int, layout: str = "3d"):
     import onnxruntime as ort
 
     from . import EP_NAME
-    from .model_builders import fastattention_model
+    from .model_builders import build_model
 
-    model = fastattention_model(seq_q=case.seq, seq_kv=case.seq, num_heads=case.heads, head_dim=case.head_dim,
-                                causal=case.causal, layout=layout)
+    model = build_model(layout=layout, seq_q=case.seq, seq_kv=case.seq, num_heads=case.heads,
+                        head_dim=case.head_dim, causal=int(case.causal))
     return ort.InferenceSession(model.SerializeToString(), _session_options(threads),
                                 providers=[EP_NAME, "CPUExecutionProvider"])
 

@@ -18,7 +18,7 @@ import onnx
 import onnx.helper as oh
 from onnx import TensorProto, numpy_helper
 
-from .model_builders import IR_VERSION, OPSET, fastattention_model
+from .model_builders import IR_VERSION, OPSET, build_model
 
 
 def plain_onnx_attention_model(seq: int, num_heads: int, head_dim: int, causal: bool) -> onnx.ModelProto:
@@ -83,7 +83,7 @@ def run_kernel_demo(seq: int, num_heads: int, head_dim: int, threads: int, repea
     for causal in (True, False):
         plain = ort.InferenceSession(plain_onnx_attention_model(seq, num_heads, head_dim, causal).SerializeToString(),
                                      _session_options(threads), providers=["CPUExecutionProvider"])
-        fused_model = fastattention_model(seq_q=seq, seq_kv=seq, num_heads=num_heads, head_dim=head_dim, causal=causal)
+        fused_model = build_model(seq_q=seq, seq_kv=seq, num_heads=num_heads, head_dim=head_dim, causal=int(causal))
         fused = ort.InferenceSession(fused_model.SerializeToString(), _session_options(threads),
                                      providers=[EP_NAME, "CPUExecutionProvider"])
         feeds = {n: rng.standard_normal((1, seq, num_heads * head_dim), dtype=np.float32)
