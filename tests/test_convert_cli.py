@@ -135,6 +135,24 @@ def test_bench_model_smoke(tmp_path_factory, capsys):
                            repeats=1, threads=1) == 0
     out = capsys.readouterr().out
     assert "speed-up vs original" in out and "converted, 2 fused (FastAttentionEP)" in out
+    assert "converted: FastAttention nodes" in out and "Amdahl bound on the speed-up vs original" in out
+
+
+def test_amdahl_bound_keeps_non_attention_time_and_prices_attention_at_sgemm_rate():
+    from types import SimpleNamespace
+
+    from fastattn_onnx.bench_model import _amdahl_bound, _attention_split
+
+    # A profile of 1 s: 0.25 s outside attention; its run's median is 2 s.
+    profiled = {"node_s": {"proj": 0.25, "FastAttentionEP_0": 0.75}}
+    attention_s, other_s = _attention_split(profiled, 2.0, lambda n: n.startswith("FastAttentionEP"))
+    assert (attention_s, other_s) == (pytest.approx(1.5), pytest.approx(0.5))
+    fused = [SimpleNamespace(num_heads=2, head_size=64, causal=False)]
+    flops = 4.0 * 2 * 1024 * 1024 * 64  # one layer, B=1, S=1024, not causal
+    bound, ideal_s = _amdahl_bound(3.0, other_s, SimpleNamespace(fused=fused), 1, 1024,
+                                   sgemm_gflops=flops / 0.1 / 1e9)  # attention at best 0.1 s
+    assert ideal_s == pytest.approx(0.1)
+    assert bound == pytest.approx(3.0 / (0.5 + 0.1))
 
 
 def test_verify_failure_writes_nothing(tmp_path, monkeypatch, tmp_path_factory, capsys):

@@ -109,7 +109,12 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
   // Key tiles: the span every row sees in full, [full_lo, full_hi), is split into even tiles of
   // at most block_k; the rest (under causal: the diagonal) is tiled on its own, so only tiles
   // that need interval checks leave the fast path.
-  const int64_t full_lo = imin(imax(begin, lo_last), end), full_hi = imax(imin(end, hi_first), full_lo);
+  const int64_t full_lo = imin(imax(begin, lo_last), end);
+  int64_t full_hi = imax(imin(end, hi_first), full_lo);
+  // Under causal, the block's first row sees one key past a whole number of tiles (its own):
+  // that key joins the diagonal tile instead of splitting the full span into uneven tiles.
+  const int64_t spare = (full_hi - full_lo) % block_k;
+  if (full_hi < end && spare > 0 && spare <= block_k / 8) full_hi -= spare;
   auto tile_end = [&](int64_t j0) {
     if (j0 < full_lo) return imin(j0 + block_k, full_lo);
     if (j0 < full_hi) {
