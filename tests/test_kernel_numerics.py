@@ -93,6 +93,12 @@ EDGE_CASES = [
          padding="left", mask_dtype="int32", bias="none", softcap=0.0, past=1030, dv="same"),
     dict(batch=1, seq_q=64, seq_kv=300, head_dim=32, heads=(8, 4), rank=3, dtype="float16", structure="causal",
          padding="none", mask_dtype="bool", bias="none", softcap=0.0, past=5, dv="same"),
+    # Four or more query blocks with far-apart (3D) or converted keys and values: packed once
+    # per (batch, kv head), past and new rows together, in waves of pairs.
+    dict(batch=2, seq_q=520, seq_kv=520, head_dim=64, heads=(8, 2), rank=3, dtype="float32", structure="causal",
+         padding="left", mask_dtype="bool", bias="none", softcap=0.0, past=300, dv="other"),
+    dict(batch=1, seq_q=600, seq_kv=600, head_dim=80, heads=(8, 8), rank=4, dtype="bfloat16", structure="window",
+         padding="none", mask_dtype="bool", bias="per_head", softcap=0.0, past=5, dv="same"),
 ]
 
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 2e-3}

@@ -3,6 +3,7 @@
 // caller's ParallelFor. The per-tile math is in tile_kernel.cc, compiled once per ISA.
 #include "cpu_attention.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -48,27 +49,37 @@ Isa selected() {
   return isa;
 }
 
-AttendQueryBlockFn kernel_for(Isa isa) {
+struct IsaKernels {
+  AttendQueryBlockFn attend;
+  PackKvRowsFn pack;
+};
+#define FASTATTN_KERNELS(ns) IsaKernels{ns::attend_query_block, ns::pack_kv_rows}
+
+IsaKernels kernels_for(Isa isa) {
   switch (isa) {
 #if defined(FASTATTN_HAVE_ISA_AVX512)
-    case Isa::kAvx512: return isa_avx512::attend_query_block;
+    case Isa::kAvx512: return FASTATTN_KERNELS(isa_avx512);
 #endif
 #if defined(FASTATTN_HAVE_ISA_AVX2)
-    case Isa::kAvx2: return isa_avx2::attend_query_block;
+    case Isa::kAvx2: return FASTATTN_KERNELS(isa_avx2);
 #endif
 #if defined(FASTATTN_HAVE_ISA_NEON)
-    case Isa::kNeon: return isa_neon::attend_query_block;
+    case Isa::kNeon: return FASTATTN_KERNELS(isa_neon);
 #endif
     default: break;
   }
 #if defined(FASTATTN_HAVE_ISA_BASELINE)
-  return isa_baseline::attend_query_block;
+  return FASTATTN_KERNELS(isa_baseline);
 #else
-  return isa_neon::attend_query_block;
+  return FASTATTN_KERNELS(isa_neon);
 #endif
 }
+#undef FASTATTN_KERNELS
 
 int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+constexpr int64_t kItemsPerWave = 64;  // work items per wave of packed (batch, kv head) pairs
+constexpr int64_t kPackRows = 512;     // rows per packing work item
 
 ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   ScratchLayout s;
@@ -79,6 +90,7 @@ ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   int64_t at = 0;
   auto take = [&at](int64_t floats) { const int64_t off = at; at += round16(floats); return off; };
   s.qt = take(p.head_dim * s.q_ld);
+  s.k_ld = round16(p.head_dim) + 16;
   s.k = take(convert ? t.block_k * p.head_dim : 0);
   s.v = take(t.block_k * s.v_ld);
   s.scores = take(t.block_k * s.q_ld);
@@ -131,6 +143,16 @@ void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
   });
 }
 
+// Packing keys and values pays when each row would otherwise be fetched by several query
+// blocks from rows that are not consecutive (or converted again each time): 4D float32 keys
+// and values are read in place.
+bool packs_kv(const AttentionParams& p, int64_t query_blocks) {
+  auto apart = [](const TensorView& v, int64_t cols) { return v.data && v.seq_stride != cols; };
+  const bool strided = apart(p.k, p.head_dim) || apart(p.v, p.head_dim_v) || apart(p.past_k, p.head_dim) ||
+                       apart(p.past_v, p.head_dim_v);
+  return query_blocks >= 4 && (strided || p.dtype != ElemType::kFloat32);
+}
+
 }  // namespace
 
 void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
@@ -166,7 +188,7 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
     plan.end_visible = end.data();
   }
 
-  const AttendQueryBlockFn attend = kernel_for(isa);
+  const IsaKernels kernels = kernels_for(isa);
   const int64_t block_q = plan.traits.block_q, blocks = (p.seq_q + block_q - 1) / block_q;
   // GQA with few query rows (decode): the query heads of one KV head go into one work item, their
   // rows stacked, so its K and V tiles are read once per group and the GEMMs get more rows.
@@ -174,16 +196,42 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
   const int64_t group = p.num_heads / p.kv_num_heads;
   if (group > 1 && !p.bias && p.seq_q * group <= block_q) {
     parallel_for(p.batch * p.kv_num_heads, [&](int64_t item) {
-      attend(plan, item / p.kv_num_heads, item % p.kv_num_heads * group, group, 0, thread_scratch(plan.scratch.total));
+      kernels.attend(plan, item / p.kv_num_heads, item % p.kv_num_heads * group, group, 0,
+                     thread_scratch(plan.scratch.total));
     });
     return;
   }
   // Within a head the last query blocks come first: under causal masks they cost the most,
   // so a dynamic scheduler ends with the cheap ones.
-  parallel_for(p.batch * p.num_heads * blocks, [&](int64_t item) {
-    const int64_t bh = item / blocks, qb = blocks - 1 - item % blocks;
-    attend(plan, bh / p.num_heads, bh % p.num_heads, 1, qb * block_q, thread_scratch(plan.scratch.total));
-  });
+  auto attend_pairs = [&](int64_t first_pair, int64_t pairs) {
+    parallel_for(pairs * group * blocks, [&](int64_t item) {
+      const int64_t bh = first_pair * group + item / blocks, qb = blocks - 1 - item % blocks;
+      kernels.attend(plan, bh / p.num_heads, bh % p.num_heads, 1, qb * block_q, thread_scratch(plan.scratch.total));
+    });
+  };
+  const int64_t pairs = p.batch * p.kv_num_heads;
+  if (!packs_kv(p, blocks)) {
+    attend_pairs(0, pairs);
+    return;
+  }
+  // Keys and values whose rows lie apart (3D [B, S, N*D]: a page holds a row or two, and the
+  // hardware prefetcher stays within a page) or need converting are packed once per (batch, kv head)
+  // instead of once per tile and query block. Pairs go in waves of enough work items to keep
+  // the threads busy; the buffer holds one wave (O(S) memory, never O(S^2)).
+  const int64_t wave = std::min(pairs, std::max<int64_t>(1, (kItemsPerWave + group * blocks - 1) / (group * blocks)));
+  const int64_t chunks = (S + kPackRows - 1) / kPackRows;
+  std::vector<float> packed(static_cast<size_t>(wave * S * (plan.scratch.k_ld + plan.scratch.v_ld)));
+  plan.packed_k = packed.data();
+  plan.packed_v = packed.data() + wave * S * plan.scratch.k_ld;
+  for (int64_t first = 0; first < pairs; first += wave) {
+    const int64_t n = std::min(wave, pairs - first);
+    plan.packed_first = first;
+    parallel_for(n * chunks, [&](int64_t item) {
+      const int64_t j0 = item % chunks * kPackRows;
+      kernels.pack(plan, first + item / chunks, j0, std::min(S, j0 + kPackRows));
+    });
+    attend_pairs(first, n);
+  }
 }
 
 const char* selected_isa() {

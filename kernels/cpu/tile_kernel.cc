@@ -51,6 +51,9 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
   const ElemType t = p.dtype;
   const int64_t S = p.seq_total(), D = p.head_dim, Dv = p.head_dim_v, ld = sl.q_ld, o_ld = sl.o_ld;
   const int64_t kv_h = h / (p.num_heads / p.kv_num_heads);
+  const int64_t packed_row0 = (b * p.kv_num_heads + kv_h - plan.packed_first) * p.seq_total();
+  const float* const packed_k = plan.packed_k ? plan.packed_k + packed_row0 * sl.k_ld : nullptr;
+  const float* const packed_v = plan.packed_v ? plan.packed_v + packed_row0 * sl.v_ld : nullptr;
   // Rows of the block: `heads` query heads of one KV group stacked, each with rows_per_head
   // query positions from q0; row r is head h + r / rows_per_head, position q0 + r % rows_per_head.
   const int64_t rows_per_head = heads > 1 ? p.seq_q - q0 : imin(plan.traits.block_q, p.seq_q - q0);
@@ -144,7 +147,8 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
     const float a = plain ? scale : 1.f;
 
     // S^T (nk x mq_pad) = K Q^T.
-    const FloatRows k = float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
+    const FloatRows k = packed_k ? FloatRows{packed_k + j0 * sl.k_ld, sl.k_ld}
+                                 : float_rows(in_past ? p.past_k : p.k, t, b, kv_h, jt, nk, D, scratch + sl.k, D, false);
     for (int64_t r = 0; r < mq_pad; ++r) tile_max[r] = kNegInf;
     // A tile past every row's lower bound (the causal diagonal) skips the keys above each row's
     // upper bound in both GEMMs: they are masked to -inf below and get P = 0.
@@ -217,10 +221,13 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
     // O (mq x Dv) += P V, with P read as (P^T)^T.
     // V is copied even for float32: into rows of a stride that L1 can hold a whole panel of,
     // zero-padded to o_ld columns so the micro-kernel needs no column tail.
-    const FloatRows v = float_rows(in_past ? p.past_v : p.v, t, b, kv_h, jt, nk, Dv, scratch + sl.v, sl.v_ld, true);
-    if (o_ld > Dv)
-      for (int64_t c = 0; c < nk; ++c)
-        for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
+    FloatRows v{packed_v + j0 * sl.v_ld, sl.v_ld};
+    if (!packed_v) {
+      v = float_rows(in_past ? p.past_v : p.v, t, b, kv_h, jt, nk, Dv, scratch + sl.v, sl.v_ld, true);
+      if (o_ld > Dv)
+        for (int64_t c = 0; c < nk; ++c)
+          for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
+    }
     small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true, nullptr,
                      triangle ? row_extent : nullptr);
   }
@@ -230,6 +237,24 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
     const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
     void* dst = const_cast<void*>(elem_at(p.out.data, row_offset(p.out, b, h + r / rows_per_head, q0 + r % rows_per_head), t));
     from_float_scaled(acc + r * o_ld, inv, Dv, t, dst);
+  }
+}
+
+void pack_kv_rows(const TilePlan& plan, int64_t bkv, int64_t j0, int64_t j1) {
+  const AttentionParams& p = *plan.params;
+  const ScratchLayout& sl = plan.scratch;
+  const int64_t b = bkv / p.kv_num_heads, kv_h = bkv % p.kv_num_heads;
+  const int64_t row0 = (bkv - plan.packed_first) * p.seq_total();
+  for (int64_t j = j0; j < j1; ++j) {
+    const bool in_past = j < p.seq_past;
+    const int64_t jt = in_past ? j : j - p.seq_past;
+    const TensorView& k = in_past ? p.past_k : p.k;
+    const TensorView& v = in_past ? p.past_v : p.v;
+    to_float(elem_at(k.data, row_offset(k, b, kv_h, jt), p.dtype), p.dtype, p.head_dim,
+             plan.packed_k + (row0 + j) * sl.k_ld);
+    float* v_row = plan.packed_v + (row0 + j) * sl.v_ld;
+    to_float(elem_at(v.data, row_offset(v, b, kv_h, jt), p.dtype), p.dtype, p.head_dim_v, v_row);
+    for (int64_t d = p.head_dim_v; d < sl.o_ld; ++d) v_row[d] = 0.f;
   }
 }
 

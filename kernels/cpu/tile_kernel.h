@@ -21,6 +21,7 @@ struct ScratchLayout {
   int64_t q_ld = 0;       // row stride of qt and scores: block_q rounded up to kQueryPad, + 16
   int64_t o_ld = 0;       // row stride of out, columns of v in use: Dv rounded up to 16
   int64_t v_ld = 0;       // row stride of v: o_ld + 16
+  int64_t k_ld = 0;       // row stride of packed keys (TilePlan::packed_k): D rounded up to 16, + 16
   int64_t qt = 0;         // D x q_ld: the query block transposed (and converted to float)
   int64_t k = 0;          // block_k x D: one key tile as float (unused for float32)
   int64_t v = 0;          // block_k x v_ld: one value tile, copied (and converted to float)
@@ -42,6 +43,12 @@ struct TilePlan {
   const int32_t* visible_prefix = nullptr;
   const int64_t* first_visible = nullptr;  // per batch: first visible key (S_total if none)
   const int64_t* end_visible = nullptr;    // per batch: one past the last visible key
+  // Keys and values packed by pack_kv_rows for the current wave of (batch, kv head) pairs,
+  // rows [0, S_total) each, float32, row strides k_ld and v_ld (values zero-padded to o_ld);
+  // null: tiles are read (keys) and copied (values) from the tensors themselves.
+  float* packed_k = nullptr;
+  float* packed_v = nullptr;
+  int64_t packed_first = 0;  // b * kv_num_heads + kv_h of the wave's first pair
 };
 
 // Rows [q0, S_q) of query heads h .. h + heads - 1 (one KV group) when heads > 1, else rows
@@ -61,9 +68,15 @@ static inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
 
 using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0,
                                     float* scratch);
+// Rows [j0, j1) of keys and values (past, then new) of pair bkv = b * kv_num_heads + kv_h into
+// plan.packed_k / packed_v.
+using PackKvRowsFn = void (*)(const TilePlan& plan, int64_t bkv, int64_t j0, int64_t j1);
 
-#define FASTATTN_DECLARE_ISA(ns) \
-  namespace ns { void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch); }
+#define FASTATTN_DECLARE_ISA(ns)                                                                               \
+  namespace ns {                                                                                               \
+  void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch); \
+  void pack_kv_rows(const TilePlan& plan, int64_t bkv, int64_t j0, int64_t j1);                                \
+  }
 FASTATTN_DECLARE_ISA(isa_baseline)
 FASTATTN_DECLARE_ISA(isa_avx2)
 FASTATTN_DECLARE_ISA(isa_avx512)

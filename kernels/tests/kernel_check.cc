@@ -151,11 +151,12 @@ int check() {
 }
 
 int bench(int argc, char** argv) {
-  if (argc < 7) { std::printf("usage: kernel_check bench S N D causal threads [reps]\n"); return 2; }
+  if (argc < 7) { std::printf("usage: kernel_check bench S N D causal threads [reps [3d]]\n"); return 2; }
   const int64_t s = std::atoll(argv[2]), n = std::atoll(argv[3]), d = std::atoll(argv[4]);
   const bool causal = std::atoi(argv[5]) != 0;
   const int threads = std::atoi(argv[6]), reps = argc > 7 ? std::atoi(argv[7]) : 5;
-  const Case c{1, n, n, s, s, 0, d, d, causal, -1, false, false, false, 0};
+  const bool three_d = argc > 8 && std::string(argv[8]) == "3d";
+  const Case c{1, n, n, s, s, 0, d, d, causal, -1, false, false, three_d, 0};
   std::mt19937 rng(1);
   Tensors t;
   AttentionParams p = make(c, t, rng);
@@ -169,8 +170,8 @@ int bench(int argc, char** argv) {
   }
   std::sort(ms.begin(), ms.end());
   const double flops = 4.0 * s * s * d * n * (causal ? 0.5 : 1.0);
-  std::printf("S=%ld N=%ld D=%ld causal=%d threads=%d: median %.1f ms (%.0f GFLOP/s), min %.1f ms; isa=%s\n", long(s),
-              long(n), long(d), causal, threads, ms[ms.size() / 2], flops / ms[ms.size() / 2] / 1e6, ms[0],
+  std::printf("S=%ld N=%ld D=%ld causal=%d %s threads=%d: median %.1f ms (%.0f GFLOP/s), min %.1f ms; isa=%s\n", long(s),
+              long(n), long(d), causal, three_d ? "3d" : "4d", threads, ms[ms.size() / 2], flops / ms[ms.size() / 2] / 1e6, ms[0],
               cpu::selected_isa());
   return 0;
 }
