@@ -208,6 +208,12 @@ def _attention_split(profiled: dict, median_s: float, attention_nodes) -> tuple[
     return share * median_s, (1.0 - share) * median_s
 
 
+def _attention_flops(report, batch: int, seq: int) -> float:
+    """Both GEMMs of every fused layer at prefill length seq, causal ones with the hidden half skipped."""
+    return sum(4.0 * batch * f.num_heads * seq * seq * f.head_size
+               * ((seq + 1) / (2 * seq) if f.causal else 1.0) for f in report.fused)
+
+
 def _amdahl_bound(original_s: float, converted_other_s: float, report, batch: int, seq: int,
                   sgemm_gflops: float) -> tuple[float | None, float]:
     """(bound on the speed-up vs the original, best attention seconds).
@@ -216,8 +222,7 @@ def _amdahl_bound(original_s: float, converted_other_s: float, report, batch: in
     stays, and attention costs at best its FLOPs (causal ones skipped) at the machine's SGEMM
     rate, so the ratio cannot pass original / (other + attention FLOPs / SGEMM rate).
     """
-    flops = sum(4.0 * batch * f.num_heads * seq * seq * f.head_size
-                * ((seq + 1) / (2 * seq) if f.causal else 1.0) for f in report.fused)
+    flops = _attention_flops(report, batch, seq)
     if not flops or sgemm_gflops <= 0:
         return None, 0.0
     ideal = flops / (sgemm_gflops * 1e9)
@@ -278,8 +283,7 @@ def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeat
     original, converted = rows[0][1], rows[-1][1]
     ep_s, other_s = _attention_split(converted, ours, lambda name: name.startswith("FastAttentionEP"))
     attention_s = original["median_s"] - other_s  # the nodes outside attention are the same
-    flops = sum(4.0 * batch * f.num_heads * seq_len * seq_len * f.head_size
-                * ((seq_len + 1) / (2 * seq_len) if f.causal else 1.0) for f in report.fused)
+    flops = _attention_flops(report, batch, seq_len)
     print(f"converted: FastAttention nodes {ep_s * 1e3:.1f} ms ({flops / max(ep_s, 1e-9) / 1e9:.0f} "
           f"GFLOP/s), the rest {other_s * 1e3:.1f} ms (ORT profile shares of the median); "
           f"so attention and its mask took about {attention_s * 1e3:.0f} ms of the original's "
