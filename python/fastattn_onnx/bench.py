@@ -18,6 +18,9 @@ import numpy as np
 
 # (S, N, D, causal): the issue's two speed cases plus the non-causal D=64 reference point.
 SPEED_CASES = [(4096, 8, 64, True), (4096, 8, 128, False), (4096, 8, 64, False)]
+# The foundation issue's goals for those cases: contender -> speed-up over it wanted.
+GOALS = {(4096, 8, 64, True): {"torch SDPA": 1.3, "ORT MultiHeadAttention": 3.0},
+         (4096, 8, 128, False): {"torch SDPA": 1.0}}
 MEMORY_SEQ_LENS = [8192, 16384, 32768]
 PAUSE_S = 0.3
 
@@ -135,6 +138,43 @@ def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> d
             "gflops_ours": case.attention_flops() / med["FastAttentionEP"] / 1e6}
 
 
+def sgemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 GEMM rate (GFLOP/s) through ORT's own MatMul at the same thread
+    count: the speed attention's two GEMMs could reach at best."""
+    import numpy as np
+    import onnx.helper as oh
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    vi = [oh.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "abc"]
+    graph = oh.make_graph([oh.make_node("MatMul", ["a", "b"], ["c"])], "sgemm", vi[:2], vi[2:])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in "ab"}
+    session.run(None, feeds)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return 2.0 * n**3 / min(times) / 1e9
+
+
+def ceiling_line(case: Case, median_ms: dict[str, float], gemm_gflops: float, goals: dict[str, float]) -> str:
+    """Our attention rate, and the rate each goal needs, against the machine's float32 GEMM rate:
+    attention is two GEMMs plus a softmax, so a goal above that rate is out of reach here."""
+    ours = case.attention_flops() / median_ms["FastAttentionEP"] / 1e6
+    parts = [f"ours {ours:.0f} GFLOP/s = {ours / gemm_gflops:.0%} of the GEMM rate"]
+    for name, factor in goals.items():
+        need = case.attention_flops() * factor / median_ms[name] / 1e6
+        parts.append(f"{factor:g}x {name} needs {need:.0f} GFLOP/s ({need / gemm_gflops:.0%})")
+    return f"  vs float32 GEMM rate {gemm_gflops:.0f} GFLOP/s: " + "; ".join(parts)
+
+
 def _peak_rss_child(seq: int, heads: int, head_dim: int, threads: int, which: str) -> None:
     """Runs in a fresh process: extra peak RSS (VmHWM) of one call after inputs are in memory."""
     def hwm_kib() -> int:
@@ -196,6 +236,8 @@ def run_cpu(args) -> int:
 
     print(machine_line(args.threads) + f", torch {torch.__version__}")
     cases = SPEED_CASES if not args.quick else [(512, 8, 64, True), (512, 8, 128, False)]
+    # The ceiling: ORT's own MatMul at the same threads, before and after the cases (the best of both).
+    gemm_rates = [sgemm_rate(args.threads)]
     results = []
     for s, n, d, c in cases:
         r = bench_speed(Case(s, n, d, c), args.threads, args.repeats, args.layout)
@@ -207,6 +249,12 @@ def run_cpu(args) -> int:
             if name != "FastAttentionEP":
                 parts.append(f"{name} {ms:8.1f} ms ({ms / ours:.2f}x)")
         print(f"cpu f32 {r['case']}: " + " | ".join(parts) + f" | max|err| vs torch {r['max_abs_err_vs_torch']:.1e}")
+    gemm_rates.append(sgemm_rate(args.threads))
+    print(f"float32 GEMM rate of this machine (ORT MatMul 2048^3, {args.threads} threads, best of before and after): "
+          f"{max(gemm_rates):.0f} GFLOP/s")
+    for (s, n, d, c), r in zip(cases, results):
+        print(f"{Case(s, n, d, c)}:" + ceiling_line(Case(s, n, d, c), r["median_ms"], max(gemm_rates),
+                                                    GOALS.get((s, n, d, c), {}))[1:])
     if args.memory:
         for row in bench_memory(args.threads):
             print(f"peak extra memory of one call, B=1 S={row['seq']} N=8 D=64 causal: FastAttentionEP "

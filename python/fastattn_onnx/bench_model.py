@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from .bench import sgemm_rate
+
 
 def add_model_bench(subparsers_or_parser) -> argparse.ArgumentParser:
     """Adds the model-bench arguments (a `bench-model` subcommand if given subparsers)."""
@@ -89,7 +91,7 @@ def _serve(spec: dict) -> None:
             print(json.dumps({"gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}),
                   flush=True)
         elif command == "sgemm":
-            print(json.dumps({"gflops": _sgemm_rate(spec["threads"])}), flush=True)
+            print(json.dumps({"gflops": sgemm_rate(spec["threads"])}), flush=True)
         elif command == "profile":
             # The time split between FastAttention nodes and the rest; shares only, never medians.
             del session
@@ -109,32 +111,6 @@ def _serve(spec: dict) -> None:
             return
         else:
             return
-
-
-def _sgemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's float32 GEMM rate (GFLOP/s) through ORT's own MatMul at the same thread
-    count: the speed attention's two GEMMs could reach at best."""
-    import numpy as np
-    import onnx.helper as oh
-    import onnxruntime as ort
-    from onnx import TensorProto
-
-    vi = [oh.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "abc"]
-    graph = oh.make_graph([oh.make_node("MatMul", ["a", "b"], ["c"])], "sgemm", vi[:2], vi[2:])
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in "ab"}
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return 2.0 * n**3 / min(times) / 1e9
 
 
 class _Contender:
