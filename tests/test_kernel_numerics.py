@@ -233,6 +233,52 @@ def test_thread_count_does_not_change_the_result():
     np.testing.assert_array_equal(one, two)
 
 
+def _causal_gqa_inputs(seed: int):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((1, 8, 300, 64), dtype=np.float32)
+    k, v = (rng.standard_normal((1, 2, 300, 64), dtype=np.float32) for _ in range(2))
+    want = attention_reference(q, k, v, causal=True)[0]
+    return q, k, v, want
+
+
+def test_python_threads_calling_at_once_each_get_their_own_result():
+    """The binding's worker pool serves one call at a time; calls that find it busy run on
+    their own threads. Every result must still be right."""
+    import threading
+
+    inputs = [_causal_gqa_inputs(seed) for seed in range(4)]
+    errors: list[float] = []  # one per call; NaN (an unwritten output) compares as a failure
+    start = threading.Barrier(len(inputs))
+
+    def call(i: int) -> None:
+        q, k, v, want = inputs[i]
+        start.wait()
+        for _ in range(3):
+            out = np.full_like(q, np.nan)
+            _kernels.attention(q, k, v, causal=True, num_threads=2, out=out)
+            errors.append(float(np.abs(out - want).max()))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 3 * len(inputs) and all(e <= 2e-5 for e in errors), errors
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_forked_child_gets_its_own_worker_pool():
+    """After fork the child has none of the parent's pool threads: a call there must build its
+    own pool, not wait forever on the parent's."""
+    import multiprocessing as mp
+
+    q, k, v, want = _causal_gqa_inputs(5)
+    _kernels.attention(q, k, v, causal=True, num_threads=2)  # the parent's pool exists now
+    with mp.get_context("fork").Pool(1) as pool:
+        out = pool.apply_async(_kernels.attention, (q, k, v), {"causal": True, "num_threads": 2}).get(timeout=120)
+    assert float(np.abs(out - want).max()) <= 2e-5
+
+
 def test_uint16_bits_as_bfloat16():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 9, 32)).astype(np.float32)
