@@ -279,6 +279,17 @@ def test_forked_child_gets_its_own_worker_pool():
     assert float(np.abs(out - want).max()) <= 2e-5
 
 
+def test_dtype_is_compared_by_value():
+    """An unpickled array's dtype is a new object (accepted); big-endian float32 is not float32."""
+    import pickle
+
+    q, k, v, want = _causal_gqa_inputs(6)
+    q2, k2, v2 = pickle.loads(pickle.dumps((q, k, v)))
+    assert float(np.abs(_kernels.attention(q2, k2, v2, causal=True) - want).max()) <= 2e-5
+    with pytest.raises(TypeError, match="dtype must be float32"):
+        _kernels.attention(q.astype(">f4"), k, v, causal=True)
+
+
 def test_uint16_bits_as_bfloat16():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 9, 32)).astype(np.float32)

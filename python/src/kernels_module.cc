@@ -23,11 +23,13 @@ namespace {
 
 // bfloat16 arrives as ml_dtypes.bfloat16 arrays, or as uint16 arrays holding the bits when the
 // caller passes dtype="bfloat16" (for NumPy without ml_dtypes).
+// dtypes are compared by value, not identity: an unpickled array (multiprocessing) carries a
+// dtype object of its own, and a non-native byte order must not pass as float32.
 ElemType elem_type_of(const py::array& a, const char* name, bool uint16_is_bf16) {
-  if (a.dtype().is(py::dtype::of<float>())) return ElemType::kFloat32;
-  if (a.dtype().kind() == 'f' && a.itemsize() == 2) return ElemType::kFloat16;
+  if (a.dtype().equal(py::dtype::of<float>())) return ElemType::kFloat32;
+  if (a.dtype().equal(py::dtype("float16"))) return ElemType::kFloat16;
   if (std::string(py::str(a.dtype())) == "bfloat16") return ElemType::kBFloat16;
-  if (uint16_is_bf16 && a.dtype().is(py::dtype::of<uint16_t>())) return ElemType::kBFloat16;
+  if (uint16_is_bf16 && a.dtype().equal(py::dtype::of<uint16_t>())) return ElemType::kBFloat16;
   throw py::type_error(std::string(name) + ": dtype must be float32, float16 or bfloat16, got " +
                        std::string(py::str(a.dtype())));
 }
@@ -59,7 +61,7 @@ py::array contiguous(const py::array& a, const char* name) {
 // kernel writes into it in place, so tests can poison it first).
 py::array checked_output(const py::array& a, const py::dtype& dtype, const std::vector<py::ssize_t>& shape,
                          const char* name) {
-  if (!a.dtype().is(dtype)) throw py::type_error(std::string(name) + " must have the query's dtype");
+  if (!a.dtype().equal(dtype)) throw py::type_error(std::string(name) + " must have the query's dtype");
   if (a.ndim() != static_cast<py::ssize_t>(shape.size()) ||
       !std::equal(shape.begin(), shape.end(), a.shape()))
     throw py::value_error(std::string(name) + " has the wrong shape");
