@@ -267,6 +267,7 @@ def test_python_threads_calling_at_once_each_get_their_own_result():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the point
 def test_forked_child_gets_its_own_worker_pool():
     """After fork the child has none of the parent's pool threads: a call there must build its
     own pool, not wait forever on the parent's."""
