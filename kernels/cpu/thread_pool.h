@@ -123,15 +123,8 @@ inline ParallelFor make_thread_parallel_for(int num_threads) {
       return;
     }
     if (shared_pool(num_threads).try_run(n, fn)) return;
-    // Another caller holds the pool (Python threads calling at once): threads for this call.
-    std::atomic<int64_t> next{0};
-    auto work = [&] {
-      for (int64_t i; (i = next.fetch_add(1)) < n;) fn(i);
-    };
-    std::vector<std::thread> threads;
-    for (int w = 1; w < std::min<int64_t>(num_threads, n); ++w) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
+    // Another caller holds the pool (Python threads calling at once): a pool for this call only.
+    ForkJoinPool(static_cast<int>(std::min<int64_t>(num_threads, n))).try_run(n, fn);
   };
 }
 

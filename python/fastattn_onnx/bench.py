@@ -140,8 +140,7 @@ def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> d
 
 def sgemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
     """The machine's float32 GEMM rate (GFLOP/s) through ORT's own MatMul at the same thread
-    count: the speed attention's two GEMMs could reach at best."""
-    import numpy as np
+    count: about the speed attention's two GEMMs can reach."""
     import onnx.helper as oh
     import onnxruntime as ort
     from onnx import TensorProto
@@ -165,14 +164,14 @@ def sgemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
 
 
 def ceiling_line(case: Case, median_ms: dict[str, float], gemm_gflops: float, goals: dict[str, float]) -> str:
-    """Our attention rate, and the rate each goal needs, against the machine's float32 GEMM rate:
-    attention is two GEMMs plus a softmax, so a goal above that rate is out of reach here."""
+    """Our attention rate, and the rate each goal needs, as shares of the machine's float32 GEMM
+    rate: attention is two GEMMs plus a softmax, so a goal near or above 100% is at the ceiling."""
     ours = case.attention_flops() / median_ms["FastAttentionEP"] / 1e6
     parts = [f"ours {ours:.0f} GFLOP/s = {ours / gemm_gflops:.0%} of the GEMM rate"]
     for name, factor in goals.items():
         need = case.attention_flops() * factor / median_ms[name] / 1e6
         parts.append(f"{factor:g}x {name} needs {need:.0f} GFLOP/s ({need / gemm_gflops:.0%})")
-    return f"  vs float32 GEMM rate {gemm_gflops:.0f} GFLOP/s: " + "; ".join(parts)
+    return f"{case}: vs float32 GEMM rate {gemm_gflops:.0f} GFLOP/s: " + "; ".join(parts)
 
 
 def _peak_rss_child(seq: int, heads: int, head_dim: int, threads: int, which: str) -> None:
@@ -239,8 +238,8 @@ def run_cpu(args) -> int:
     # The ceiling: ORT's own MatMul at the same threads, before and after the cases (the best of both).
     gemm_rates = [sgemm_rate(args.threads)]
     results = []
-    for s, n, d, c in cases:
-        r = bench_speed(Case(s, n, d, c), args.threads, args.repeats, args.layout)
+    for case in cases:
+        r = bench_speed(Case(*case), args.threads, args.repeats, args.layout)
         results.append(r)
         med = r["median_ms"]
         ours = med["FastAttentionEP"]
@@ -252,9 +251,8 @@ def run_cpu(args) -> int:
     gemm_rates.append(sgemm_rate(args.threads))
     print(f"float32 GEMM rate of this machine (ORT MatMul 2048^3, {args.threads} threads, best of before and after): "
           f"{max(gemm_rates):.0f} GFLOP/s")
-    for (s, n, d, c), r in zip(cases, results):
-        print(f"{Case(s, n, d, c)}:" + ceiling_line(Case(s, n, d, c), r["median_ms"], max(gemm_rates),
-                                                    GOALS.get((s, n, d, c), {}))[1:])
+    for case, r in zip(cases, results):
+        print(ceiling_line(Case(*case), r["median_ms"], max(gemm_rates), GOALS.get(case, {})))
     if args.memory:
         for row in bench_memory(args.threads):
             print(f"peak extra memory of one call, B=1 S={row['seq']} N=8 D=64 causal: FastAttentionEP "
