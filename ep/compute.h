@@ -1,12 +1,12 @@
 // Runs one attention node on an OrtKernelContext: reads the tensors, checks them against the
-// contract, allocates outputs and calls the CPU kernel on ORT's intra-op thread pool.
-// Used by the custom op's kernel and by the EP's compiled nodes.
+// contract, allocates outputs and calls the kernel dispatch with the device's launch context.
+// Used by the custom op's kernel (CPU EP) and by the EP's compiled nodes.
 #pragma once
 
 #include <string>
 
-#include "op_contract.h"
-#include "ort_api.h"
+#include "device.h"
+#include "ort_contract.h"
 
 namespace fastattn::ep {
 
@@ -15,13 +15,14 @@ struct NodeConfig {
   std::string name;
   OpAttributes attrs;
   // Kernel-context index of each contract input/output; -1 where the node has none.
-  int input_index[kNumInputs] = {-1, -1, -1, -1, -1, -1, -1};
-  int output_index[kNumOutputs] = {-1, -1, -1};
+  int input_index[core::kNumInputs] = {-1, -1, -1, -1, -1, -1, -1};
+  int output_index[core::kNumOutputs] = {-1, -1, -1};
   // ONNX Attention's bool attn_mask (true = attend) arrives in the attn_bias slot and is turned
   // into an additive 0/-inf bias of the query's type before the kernel runs.
   bool bool_mask_as_bias = false;
 };
 
-OrtStatus* compute_attention(const NodeConfig& cfg, OrtKernelContext* context) noexcept;
+OrtStatus* compute_attention(const NodeConfig& cfg, const DevicePlumbing& device, int ordinal,
+                             OrtKernelContext* context) noexcept;
 
 }  // namespace fastattn::ep

@@ -12,8 +12,10 @@ namespace {
 // One compiled node: its config, with indices into the fused node's inputs/outputs.
 struct ComputeInfo : OrtNodeComputeInfo {
   NodeConfig cfg;
+  const DevicePlumbing& device;
+  int ordinal;
 
-  ComputeInfo() : OrtNodeComputeInfo{} {
+  ComputeInfo(const DevicePlumbing& d, int o) : OrtNodeComputeInfo{}, device(d), ordinal(o) {
     ort_version_supported = ORT_API_VERSION;
     CreateState = CreateStateImpl;
     Compute = ComputeImpl;
@@ -25,7 +27,8 @@ struct ComputeInfo : OrtNodeComputeInfo {
     return nullptr;
   }
   static OrtStatus* ORT_API_CALL ComputeImpl(OrtNodeComputeInfo* self, void*, OrtKernelContext* context) noexcept {
-    return compute_attention(static_cast<ComputeInfo*>(self)->cfg, context);
+    auto* info = static_cast<ComputeInfo*>(self);
+    return compute_attention(info->cfg, info->device, info->ordinal, context);
   }
   static void ORT_API_CALL ReleaseStateImpl(OrtNodeComputeInfo*, void*) noexcept {}
 };
@@ -38,7 +41,8 @@ int index_of(const std::vector<std::string>& names, const std::string& name) {
 
 }  // namespace
 
-Ep::Ep(const OrtLogger* logger) : OrtEp{}, logger_(logger) {
+Ep::Ep(const OrtLogger* logger, const DevicePlumbing& device, int ordinal)
+    : OrtEp{}, logger_(logger), device_(device), ordinal_(ordinal) {
   ort_version_supported = ORT_API_VERSION;
   GetName = GetNameImpl;
   GetCapability = GetCapabilityImpl;
@@ -46,7 +50,7 @@ Ep::Ep(const OrtLogger* logger) : OrtEp{}, logger_(logger) {
   ReleaseNodeComputeInfos = ReleaseNodeComputeInfosImpl;
 }
 
-const char* ORT_API_CALL Ep::GetNameImpl(const OrtEp*) noexcept { return kEpName; }
+const char* ORT_API_CALL Ep::GetNameImpl(const OrtEp*) noexcept { return core::kEpName; }
 
 void Ep::log(OrtLoggingLevel level, const std::string& msg) const {
   if (!logger_) return;
@@ -66,16 +70,24 @@ OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* g
       NodeView v;
       FASTATTN_RETURN_IF_ERROR(read_node(node, &v));
       NodeConfig cfg;
+      TensorDesc in[core::kNumInputs];
       if (is_fast_attention(v)) {
         // A FastAttention node that breaks the contract fails the session here, with the rule.
-        if (auto rule = translate_fast_attention(node, v, &cfg); !rule.empty())
-          return make_error(node_error(kOpType, v.name, rule));
+        if (auto rule = translate_fast_attention(node, v, &cfg, in); !rule.empty())
+          return make_error(core::node_error(core::kOpType, v.name, rule));
       } else if (is_onnx_attention(v)) {
-        if (auto why = translate_onnx_attention(node, v, &cfg); !why.empty()) {
+        if (auto why = translate_onnx_attention(node, v, &cfg, in); !why.empty()) {
           ep->log(ORT_LOGGING_LEVEL_INFO, "Attention node '" + v.name + "' left to other EPs: " + why);
           continue;
         }
       } else {
+        continue;
+      }
+      // What the device's backend cannot run stays with another EP (for FastAttention: ORT's CPU
+      // EP through the custom-op domain), with the reason in the verbose log.
+      const Device device{ep->device_.kind(), ep->ordinal_};
+      if (auto why = supports(core::params_for_support_check(cfg.attrs, in, device)); !why.empty()) {
+        ep->log(ORT_LOGGING_LEVEL_INFO, v.op_type + " node '" + v.name + "' left to other EPs: " + why);
         continue;
       }
       // Each node becomes its own fused node: the kernel is the whole computation.
@@ -87,7 +99,7 @@ OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* g
   });
 }
 
-OrtStatus* ORT_API_CALL Ep::CompileImpl(OrtEp*, const OrtGraph** graphs, const OrtNode** fused_nodes, size_t count,
+OrtStatus* ORT_API_CALL Ep::CompileImpl(OrtEp* this_ptr, const OrtGraph** graphs, const OrtNode** fused_nodes, size_t count,
                                         OrtNodeComputeInfo** infos, OrtNode** ep_context_nodes) noexcept {
   for (size_t i = 0; i < count; ++i) infos[i] = nullptr;
   OrtStatus* status = guarded([&]() -> OrtStatus* {
@@ -100,11 +112,13 @@ OrtStatus* ORT_API_CALL Ep::CompileImpl(OrtEp*, const OrtGraph** graphs, const O
       NodeView v, fused;
       FASTATTN_RETURN_IF_ERROR(read_node(node, &v));
       FASTATTN_RETURN_IF_ERROR(read_node(fused_nodes[g], &fused));
-      auto info = std::make_unique<ComputeInfo>();
+      auto* ep = static_cast<Ep*>(this_ptr);
+      auto info = std::make_unique<ComputeInfo>(ep->device_, ep->ordinal_);
       NodeConfig& cfg = info->cfg;
-      const std::string why = is_fast_attention(v) ? translate_fast_attention(node, v, &cfg)
-                                                    : translate_onnx_attention(node, v, &cfg);
-      if (!why.empty()) return make_error(node_error(v.op_type.c_str(), v.name, why));
+      TensorDesc in[core::kNumInputs];
+      const std::string why = is_fast_attention(v) ? translate_fast_attention(node, v, &cfg, in)
+                                                    : translate_onnx_attention(node, v, &cfg, in);
+      if (!why.empty()) return make_error(core::node_error(v.op_type, v.name, why));
       // The fused node lists each distinct value once; find the node's inputs/outputs by name.
       for (int& idx : cfg.input_index)
         if (idx >= 0) idx = index_of(fused.input_names, v.input_names[idx]);

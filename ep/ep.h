@@ -1,14 +1,15 @@
 // The OrtEp of "FastAttentionEP": claims FastAttention nodes and exactly-reproducible ONNX
-// Attention nodes one by one (GetCapability), and compiles each into a call of the kernel.
+// Attention nodes one by one (GetCapability) where the backend of its device runs them, and
+// compiles each into a call of the kernel dispatch on that device.
 #pragma once
 
-#include "ort_api.h"
+#include "device.h"
 
 namespace fastattn::ep {
 
 class Ep : public OrtEp {
  public:
-  explicit Ep(const OrtLogger* logger);
+  Ep(const OrtLogger* logger, const DevicePlumbing& device, int ordinal);
 
  private:
   static const char* ORT_API_CALL GetNameImpl(const OrtEp*) noexcept;
@@ -22,6 +23,8 @@ class Ep : public OrtEp {
   void log(OrtLoggingLevel level, const std::string& msg) const;
 
   const OrtLogger* logger_;
+  const DevicePlumbing& device_;  // the device this session's nodes run on
+  const int ordinal_;
 };
 
 }  // namespace fastattn::ep

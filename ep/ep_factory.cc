@@ -1,9 +1,14 @@
 #include "ep_factory.h"
 
+#include <vector>
+
 #include "custom_op.h"
+#include "device.h"
 #include "ep.h"
 
 namespace fastattn::ep {
+
+using core::kEpName;
 
 EpFactory::EpFactory(const OrtLogger* default_logger) : OrtEpFactory{}, default_logger_(default_logger) {
   ort_version_supported = ORT_API_VERSION;
@@ -38,55 +43,96 @@ OrtStatus* ORT_API_CALL EpFactory::GetSupportedDevicesImpl(OrtEpFactory* this_pt
                                                            size_t max_ep_devices, size_t* num_ep_devices) noexcept {
   return guarded([&]() -> OrtStatus* {
     *num_ep_devices = 0;
-    // Accelerator devices (GPU/NPU kernels, not built yet) go here, before the CPU.
-    for (size_t i = 0; i < num_devices && *num_ep_devices < max_ep_devices; ++i) {
-      if (ort().HardwareDevice_Type(devices[i]) != OrtHardwareDeviceType_CPU) continue;
-      OrtKeyValuePairs* metadata = nullptr;
-      ort().CreateKeyValuePairs(&metadata);
-      ort().AddKeyValuePair(metadata, "fastattn.kernel", "cpu");
-      OrtEpDevice* ep_device = nullptr;
-      OrtStatus* s = ort_ep().CreateEpDevice(this_ptr, devices[i], metadata, nullptr, &ep_device);
-      ort().ReleaseKeyValuePairs(metadata);
-      FASTATTN_RETURN_IF_ERROR(s);
-      ep_devices[(*num_ep_devices)++] = ep_device;
-      break;  // one CPU device is enough
-    }
+    std::vector<OrtEpDevice*> found;
+    for (const DevicePlumbing* kind : device_plumbings())
+      FASTATTN_RETURN_IF_ERROR(
+          kind->add_ep_devices(this_ptr, devices, num_devices, max_ep_devices - found.size(), &found));
+    for (OrtEpDevice* d : found) ep_devices[(*num_ep_devices)++] = d;
     return nullptr;
   });
 }
 
+namespace {
+
+// The metadata value `key` of the OrtEpDevice ORT chose ("" if absent).
+std::string metadata_value(const OrtKeyValuePairs* metadata, const char* key) {
+  const char* v = metadata ? ort().GetKeyValue(metadata, key) : nullptr;
+  return v ? v : "";
+}
+
+}  // namespace
+
 OrtStatus* ORT_API_CALL EpFactory::CreateEpImpl(OrtEpFactory*, const OrtHardwareDevice* const*,
-                                                const OrtKeyValuePairs* const*, size_t num_devices,
+                                                const OrtKeyValuePairs* const* ep_metadata, size_t num_devices,
                                                 const OrtSessionOptions*, const OrtLogger* logger,
                                                 OrtEp** ep) noexcept {
   return guarded([&]() -> OrtStatus* {
     *ep = nullptr;
     if (num_devices != 1)
       return make_error(std::string(kEpName) + " runs on one device per session, got " + std::to_string(num_devices));
-    *ep = new Ep(logger);
-    return nullptr;
+    const std::string kind = metadata_value(ep_metadata ? ep_metadata[0] : nullptr, "fastattn.kernel");
+    const std::string ordinal = metadata_value(ep_metadata ? ep_metadata[0] : nullptr, "fastattn.ordinal");
+    for (const DevicePlumbing* device : device_plumbings()) {
+      if (kind != device_kind_name(device->kind())) continue;
+      *ep = new Ep(logger, *device, ordinal.empty() ? 0 : std::stoi(ordinal));
+      return nullptr;
+    }
+    return make_error(std::string(kEpName) + ": no device kind '" + kind + "' in this build");
   });
 }
 
 void ORT_API_CALL EpFactory::ReleaseEpImpl(OrtEpFactory*, OrtEp* ep) noexcept { delete static_cast<Ep*>(ep); }
 
-// CPU memory: ORT's default CPU allocator serves the EP and no data transfer is needed.
-OrtStatus* ORT_API_CALL EpFactory::CreateAllocatorImpl(OrtEpFactory*, const OrtMemoryInfo*,
+// Memory, copies and streams belong to the device kind whose memory they concern; where none
+// owns it (host memory), ONNX Runtime's own CPU allocator serves and nothing is copied.
+namespace {
+const DevicePlumbing* owner_of(const OrtMemoryDevice* memory_device) {
+  for (const DevicePlumbing* kind : device_plumbings())
+    if (memory_device && kind->owns(memory_device)) return kind;
+  return nullptr;
+}
+}  // namespace
+
+OrtStatus* ORT_API_CALL EpFactory::CreateAllocatorImpl(OrtEpFactory*, const OrtMemoryInfo* info,
                                                        const OrtKeyValuePairs*, OrtAllocator** allocator) noexcept {
-  *allocator = nullptr;
-  return nullptr;
+  return guarded([&]() -> OrtStatus* {
+    *allocator = nullptr;
+    const DevicePlumbing* kind = info ? owner_of(ort_ep().MemoryInfo_GetMemoryDevice(info)) : nullptr;
+    return kind ? kind->create_allocator(info, allocator) : nullptr;
+  });
 }
-void ORT_API_CALL EpFactory::ReleaseAllocatorImpl(OrtEpFactory*, OrtAllocator*) noexcept {}
+
+void ORT_API_CALL EpFactory::ReleaseAllocatorImpl(OrtEpFactory*, OrtAllocator* allocator) noexcept {
+  // Each kind releases only allocators it made (the CPU kind makes none).
+  for (const DevicePlumbing* kind : device_plumbings()) kind->release_allocator(allocator);
+}
+
+// ORT takes one data transfer per factory: the accelerator's (one accelerator kind per build).
 OrtStatus* ORT_API_CALL EpFactory::CreateDataTransferImpl(OrtEpFactory*, OrtDataTransferImpl** data_transfer) noexcept {
-  *data_transfer = nullptr;
-  return nullptr;
+  return guarded([&]() -> OrtStatus* {
+    *data_transfer = nullptr;
+    for (const DevicePlumbing* kind : device_plumbings()) {
+      FASTATTN_RETURN_IF_ERROR(kind->create_data_transfer(data_transfer));
+      if (*data_transfer) break;
+    }
+    return nullptr;
+  });
 }
-bool ORT_API_CALL EpFactory::IsStreamAwareImpl(const OrtEpFactory*) noexcept { return false; }
-OrtStatus* ORT_API_CALL EpFactory::CreateSyncStreamForDeviceImpl(OrtEpFactory*, const OrtMemoryDevice*,
+
+bool ORT_API_CALL EpFactory::IsStreamAwareImpl(const OrtEpFactory*) noexcept {
+  for (const DevicePlumbing* kind : device_plumbings())
+    if (kind->stream_aware()) return true;
+  return false;
+}
+
+OrtStatus* ORT_API_CALL EpFactory::CreateSyncStreamForDeviceImpl(OrtEpFactory*, const OrtMemoryDevice* memory_device,
                                                                  const OrtKeyValuePairs*,
                                                                  OrtSyncStreamImpl** stream) noexcept {
-  *stream = nullptr;
-  return nullptr;
+  return guarded([&]() -> OrtStatus* {
+    *stream = nullptr;
+    const DevicePlumbing* kind = owner_of(memory_device);
+    return kind ? kind->create_stream(memory_device, stream) : nullptr;
+  });
 }
 
 OrtStatus* ORT_API_CALL EpFactory::GetNumCustomOpDomainsImpl(OrtEpFactory*, size_t* num_domains) noexcept {

@@ -1,6 +1,6 @@
-// OrtEpFactory for "FastAttentionEP". Devices: the CPU now. Accelerators join later as
-// OrtHardwareDevices made with OrtEpApi::CreateHardwareDevice in GetSupportedDevices, listed
-// before the CPU so that selecting the EP by name picks the accelerator when there is one.
+// OrtEpFactory for "FastAttentionEP". Its devices, memory, copies and streams come from the
+// device kinds of this build (device.h: one file per kind, accelerators listed before the CPU
+// so that selecting the EP by name picks an accelerator when there is one).
 // The factory also carries the com.fastattention custom-op domain, so a model that uses the
 // op loads with only the EP registered.
 #pragma once
@@ -8,11 +8,11 @@
 #include <mutex>
 #include <string>
 
+#include "op_contract.h"
 #include "ort_api.h"
 
 namespace fastattn::ep {
 
-inline constexpr const char* kEpName = "FastAttentionEP";
 inline constexpr const char* kEpVendor = "fastattn-onnx";
 inline constexpr const char* kEpVersion = "0.1.0";
 

@@ -3,7 +3,17 @@
 namespace fastattn::ep {
 namespace {
 
-OrtStatus* value_info(const OrtValueInfo* vi, TensorInfo* t, std::string* name) {
+using core::kAttnBias;
+using core::kKey;
+using core::kNumInputs;
+using core::kNumOutputs;
+using core::kPastKey;
+using core::kPastValue;
+using core::kPresentKey;
+using core::kQuery;
+using core::kValue;
+
+OrtStatus* value_info(const OrtValueInfo* vi, TensorDesc* t, std::string* name) {
   if (!vi) return nullptr;
   const char* n = nullptr;
   FASTATTN_RETURN_IF_ERROR(ort().GetValueInfoName(vi, &n));
@@ -16,45 +26,14 @@ OrtStatus* value_info(const OrtValueInfo* vi, TensorInfo* t, std::string* name) 
   if (!type_info) return nullptr;
   FASTATTN_RETURN_IF_ERROR(ort().CastTypeInfoToTensorInfo(type_info, &ts));
   if (!ts) return nullptr;
-  FASTATTN_RETURN_IF_ERROR(ort().GetTensorElementType(ts, &t->type));
-  size_t rank = 0;
-  FASTATTN_RETURN_IF_ERROR(ort().GetDimensionsCount(ts, &rank));
-  if (rank == 0) return nullptr;  // unknown shape (no input of the op is a scalar)
-  t->rank = static_cast<int>(rank);
-  t->dims.resize(rank);
-  return ort().GetDimensions(ts, t->dims.data(), rank);
+  FASTATTN_RETURN_IF_ERROR(describe(ts, t));
+  if (t->rank == 0) t->rank = -1;  // unknown shape (no input of the op is a scalar)
+  return nullptr;
 }
 
-const OrtOpAttr* find_attr(const OrtNode* node, const char* name) {
-  const OrtOpAttr* attr = nullptr;
-  if (OrtStatus* s = ort().Node_GetAttributeByName(node, name, &attr)) {
-    ort().ReleaseStatus(s);  // not in the schema (custom ops declare none)
-    return nullptr;
-  }
-  return attr;
-}
-
-bool attr_int(const OrtNode* node, const char* name, int64_t* out) {
-  const OrtOpAttr* a = find_attr(node, name);
-  size_t n = 0;
-  if (!a) return false;
-  if (OrtStatus* s = ort().ReadOpAttr(a, ORT_OP_ATTR_INT, out, sizeof(*out), &n)) {
-    ort().ReleaseStatus(s);
-    return false;
-  }
-  return true;
-}
-
-bool attr_float(const OrtNode* node, const char* name, float* out) {
-  const OrtOpAttr* a = find_attr(node, name);
-  size_t n = 0;
-  if (!a) return false;
-  if (OrtStatus* s = ort().ReadOpAttr(a, ORT_OP_ATTR_FLOAT, out, sizeof(*out), &n)) {
-    ort().ReleaseStatus(s);
-    return false;
-  }
-  return true;
-}
+// ONNX Attention's own integer and float attributes (its names are not FastAttention's).
+bool attr_int(const OrtNode* node, const char* name, int64_t* out) { return attributes_of(node).get_int(name, out); }
+bool attr_float(const OrtNode* node, const char* name, float* out) { return attributes_of(node).get_float(name, out); }
 
 bool has_input(const NodeView& v, size_t i) { return i < v.input_names.size() && !v.input_names[i].empty(); }
 bool has_output(const NodeView& v, size_t i) { return i < v.output_names.size() && !v.output_names[i].empty(); }
@@ -74,7 +53,7 @@ OrtStatus* read_node(const OrtNode* node, NodeView* v) {
   FASTATTN_RETURN_IF_ERROR(ort().Node_GetNumInputs(node, &n));
   std::vector<const OrtValueInfo*> infos(n);
   FASTATTN_RETURN_IF_ERROR(ort().Node_GetInputs(node, infos.data(), n));
-  v->inputs.assign(n, TensorInfo{});
+  v->inputs.assign(n, TensorDesc{});
   v->input_names.assign(n, "");
   for (size_t i = 0; i < n; ++i) FASTATTN_RETURN_IF_ERROR(value_info(infos[i], &v->inputs[i], &v->input_names[i]));
   FASTATTN_RETURN_IF_ERROR(ort().Node_GetNumOutputs(node, &n));
@@ -82,40 +61,36 @@ OrtStatus* read_node(const OrtNode* node, NodeView* v) {
   FASTATTN_RETURN_IF_ERROR(ort().Node_GetOutputs(node, infos.data(), n));
   v->output_names.assign(n, "");
   for (size_t i = 0; i < n; ++i) {
-    TensorInfo unused;
+    TensorDesc unused;
     FASTATTN_RETURN_IF_ERROR(value_info(infos[i], &unused, &v->output_names[i]));
   }
   return nullptr;
 }
 
-bool is_fast_attention(const NodeView& v) { return v.domain == kOpDomain && v.op_type == kOpType; }
+bool is_fast_attention(const NodeView& v) { return v.domain == core::kOpDomain && v.op_type == core::kOpType; }
 bool is_onnx_attention(const NodeView& v) {
   return (v.domain.empty() || v.domain == "ai.onnx") && v.op_type == "Attention" && v.since_version >= 23;
 }
 
-std::string translate_fast_attention(const OrtNode* node, const NodeView& v, NodeConfig* cfg) {
-  cfg->op_type = kOpType;
+std::string translate_fast_attention(const OrtNode* node, const NodeView& v, NodeConfig* cfg,
+                                     TensorDesc (&in)[kNumInputs]) {
+  cfg->op_type = core::kOpType;
   cfg->name = v.name;
-  OpAttributes& a = cfg->attrs;
-  attr_int(node, "num_heads", &a.num_heads);
-  attr_int(node, "kv_num_heads", &a.kv_num_heads);
-  a.has_scale = attr_float(node, "scale", &a.scale);
-  attr_int(node, "causal", &a.causal);
-  attr_int(node, "window_size", &a.window_size);
-  attr_float(node, "softcap", &a.softcap);
+  if (auto rule = core::read_attributes(attributes_of(node), &cfg->attrs); !rule.empty()) return rule;
   if (v.inputs.size() > kNumInputs) return "has " + std::to_string(v.inputs.size()) + " inputs, at most 7 allowed";
   if (v.output_names.size() > kNumOutputs)
     return "has " + std::to_string(v.output_names.size()) + " outputs, at most 3 allowed";
-  TensorInfo in[kNumInputs], out[kNumOutputs];
+  TensorDesc out[kNumOutputs];
   for (size_t i = 0; i < v.inputs.size(); ++i) {
     in[i] = v.inputs[i];
     cfg->input_index[i] = has_input(v, i) ? static_cast<int>(i) : -1;
   }
   for (size_t i = 0; i < v.output_names.size(); ++i) cfg->output_index[i] = has_output(v, i) ? static_cast<int>(i) : -1;
-  return infer_outputs(a, in, out);
+  return core::infer_outputs(cfg->attrs, in, out).text;
 }
 
-std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, NodeConfig* cfg) {
+std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, NodeConfig* cfg,
+                                     TensorDesc (&in)[kNumInputs]) {
   cfg->op_type = "Attention";
   cfg->name = v.name;
   int64_t mode = 0, is_causal = 0;
@@ -134,33 +109,33 @@ std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, Nod
 
   // Attention's inputs in contract slots: Q, K, V, attn_mask -> attn_bias, past_key, past_value.
   const int slot_of_input[6] = {kQuery, kKey, kValue, kAttnBias, kPastKey, kPastValue};
-  TensorInfo in[kNumInputs], out[kNumOutputs];
+  TensorDesc out[kNumOutputs];
   for (size_t i = 0; i < v.inputs.size() && i < 6; ++i) {
     if (!has_input(v, i)) continue;
     in[slot_of_input[i]] = v.inputs[i];
     cfg->input_index[slot_of_input[i]] = static_cast<int>(i);
   }
   for (size_t i = 0; i < v.output_names.size() && i < 3; ++i) cfg->output_index[i] = has_output(v, i) ? int(i) : -1;
-  const TensorInfo& q = in[kQuery];
+  const TensorDesc& q = in[kQuery];
   if (q.rank < 0) return "the query's rank is unknown";
-  if (q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT && q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 &&
-      q.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16)
-    return std::string("element type ") + type_name(q.type) + " is not supported";
+  if (q.dtype != DType::kFloat32 && q.dtype != DType::kFloat16 && q.dtype != DType::kBFloat16)
+    return std::string("element type ") + core::dtype_name(q.dtype) + " is not supported";
   if (q.rank == 3 && (a.num_heads <= 0 || a.kv_num_heads <= 0)) return "3D inputs without q_num_heads/kv_num_heads";
-  TensorInfo& mask = in[kAttnBias];
+  TensorDesc& mask = in[kAttnBias];
   if (mask.present) {
     // A float mask is an additive bias; a bool mask is exactly a 0/-inf bias (ONNX Runtime, like
     // us, outputs zeros for a row with no visible key). A mask shorter than S_total is padded by
     // Attention, so the last dim must be known to equal S_total.
-    if (mask.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL) {
+    if (mask.dtype == DType::kBool) {
       cfg->bool_mask_as_bias = true;
-      mask.type = q.type;
-    } else if (mask.type != q.type) {
-      return std::string("attn_mask of type ") + type_name(mask.type) + " (only bool and the query's type are mapped)";
+      mask.dtype = q.dtype;
+    } else if (mask.dtype != q.dtype) {
+      return std::string("attn_mask of type ") + core::dtype_name(mask.dtype) +
+             " (only bool and the query's type are mapped)";
     }
     if (mask.rank != 2 && mask.rank != 4) return "attn_mask rank is not 2 or 4";
   }
-  if (auto rule = infer_outputs(a, in, out); !rule.empty()) return rule;
+  if (auto rule = core::infer_outputs(a, in, out); rule.broken()) return rule.text;
   const int64_t s_total = out[kPresentKey].dims[2];
   if (mask.present) {
     const int64_t last = mask.dims[mask.rank - 1];
@@ -171,7 +146,7 @@ std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, Nod
     // j <= i + S_past); ours at S_total - S_q. They agree iff S_q == S_kv (new keys), checked
     // against ONNX Runtime in tests/test_attention23.py.
     const int64_t sq = q.rank == 3 ? q.dims[1] : q.dims[2];
-    const TensorInfo& k = in[kKey];
+    const TensorDesc& k = in[kKey];
     const int64_t skv = k.rank == 3 ? k.dims[1] : k.rank == 4 ? k.dims[2] : -1;
     if (sq < 0 || skv < 0 || sq != skv) return "is_causal with S_q != S_kv (ONNX Runtime aligns it differently)";
   }

@@ -1,7 +1,7 @@
-// One parameter struct for every backend (CPU now; CUDA and Ascend later), in the spirit of
-// flash-attention's Flash_fwd_params: raw pointers, shapes, element strides and a mask
-// description. ONNX Runtime plumbing (ep/) and the Python bindings translate their tensors
-// into this; kernels never see framework types.
+// One parameter struct for every backend (CPU now; CUDA and Ascend next), in the spirit of
+// flash-attention's Flash_fwd_params: device pointers, 64-bit element strides, the element type
+// of each tensor and a mask description. The op's contract (core/op_contract.h) fills it from
+// ONNX Runtime's or NumPy's tensors; kernels never see framework types.
 #pragma once
 
 #include <cstdint>
@@ -11,22 +11,46 @@ namespace fastattn {
 
 enum class ElemType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 enum class MaskType : int32_t { kNone = 0, kBool = 1, kInt32 = 2, kInt64 = 3 };
+enum class DeviceKind : int32_t { kCpu = 0, kCuda = 1, kNpu = 2 };
 
 size_t elem_size(ElemType t);
 const char* elem_name(ElemType t);
+const char* device_kind_name(DeviceKind k);
+
+// Where the tensors of one call live. Every pointer in AttentionParams is on this device.
+struct Device {
+  DeviceKind kind = DeviceKind::kCpu;
+  int32_t ordinal = 0;  // CUDA ordinal / NPU device id; 0 on the CPU
+};
 
 // A logical [batch, heads, seq, dim] view. Strides are in elements; the last (dim) axis is
 // contiguous. A 3D [B, S, H*D] tensor is the view {b: S*H*D, h: D, s: H*D}; a 4D
 // [B, H, S, D] tensor is {b: H*S*D, h: S*D, s: D}. No transposing copies are needed.
 struct TensorView {
   void* data = nullptr;
+  ElemType dtype = ElemType::kFloat32;
   int64_t batch_stride = 0;
   int64_t head_stride = 0;
   int64_t seq_stride = 0;
 };
 
+// Rotary embedding applied to Q and K before attention (onnxruntime's GroupQueryAttention
+// `do_rotary`). cos/sin caches are [max_position, rotary_dim / 2] of q's dtype; the position of
+// row s of batch b is position_ids[b * position_batch_stride + s] when given, else its row in
+// the cache (past_len[b] or seq_past, + s). Null cos_cache: no rotary.
+struct RotaryParams {
+  const void* cos_cache = nullptr;
+  const void* sin_cache = nullptr;
+  int64_t rotary_dim = 0;          // leading dims of each head rotated (<= head_dim, even)
+  int64_t cache_row_stride = 0;    // elements between positions in the caches
+  bool interleaved = false;        // pairs (2i, 2i+1) instead of (i, i + rotary_dim / 2)
+  const int64_t* position_ids = nullptr;
+  int64_t position_batch_stride = 0;
+};
+
 struct AttentionParams {
-  ElemType dtype = ElemType::kFloat32;  // of q, k, v, past, bias, out, present
+  Device device;
+  ElemType dtype = ElemType::kFloat32;  // compute type; every view's dtype says what it holds
 
   int64_t batch = 0;
   int64_t num_heads = 0;     // query heads
@@ -42,9 +66,23 @@ struct AttentionParams {
   TensorView out;                // seq_q rows of head_dim_v
   TensorView present_k, present_v;  // optional (data may be null): seq_total rows = concat(past, new)
 
-  // Additive bias, logical [B, num_heads, S_q, S_total], same dtype as q; broadcast axes
-  // have stride 0. Null when absent.
+  // KV cache kept in place (GroupQueryAttention's shared past/present buffers): when
+  // kv_capacity > 0, present_k/present_v are buffers of kv_capacity rows per (batch, kv head)
+  // that already hold the past (past_k/past_v alias them); only the new rows are written, at
+  // row past_len[b] (or seq_past when past_len is null). 0: present is written whole.
+  int64_t kv_capacity = 0;
+  const int32_t* past_len = nullptr;  // per batch, on the device
+
+  // Per-batch count of valid keys, from key 0 (right padding, as GroupQueryAttention's
+  // seqlens_k + 1 and Ascend's actual_seq_lengths_kv): keys j >= kv_len[b] are hidden. Null: all.
+  const int32_t* kv_len = nullptr;
+
+  RotaryParams rotary;
+
+  // Additive bias, logical [B, num_heads, S_q, S_total], of bias_dtype; broadcast axes have
+  // stride 0. Null when absent.
   const void* bias = nullptr;
+  ElemType bias_dtype = ElemType::kFloat32;
   int64_t bias_batch_stride = 0, bias_head_stride = 0, bias_row_stride = 0, bias_col_stride = 0;
 
   // key_padding_mask [B, S_total]: nonzero = key visible. O(B*S) instead of an S x S mask.
@@ -52,13 +90,25 @@ struct AttentionParams {
   MaskType mask_type = MaskType::kNone;
   int64_t mask_batch_stride = 0;
 
-  float scale = 0.f;          // already resolved (default 1/sqrt(D) applied by the caller)
-  bool causal = false;        // bottom-right aligned: row i sees j <= i + S_total - S_q
-  int64_t window_size = -1;   // <= 0: none
-  float softcap = 0.f;        // <= 0: none
+  float scale = 0.f;  // already resolved (default 1/sqrt(D) applied by the caller)
+  // Visible keys of query row i, aligned bottom-right (i' = i + S_total - S_q), as
+  // FlashAttention-2's window_size_left/right and Ascend's pre/next tokens express them:
+  // i' - window_left <= j <= i' + window_right; -1: unbounded on that side. Causal is
+  // window_right == 0.
+  int64_t window_left = -1;
+  int64_t window_right = -1;
+  float softcap = 0.f;  // <= 0: none
 
   int64_t seq_total() const { return seq_past + seq_kv; }
+  bool causal() const { return window_right == 0; }
 };
+
+// The op's causal flag and window_size (-1 or <= 0: none) as window extents: window w keeps
+// i' - j < w (and j - i' < w without causal).
+inline void set_window(AttentionParams& p, bool causal, int64_t window_size) {
+  p.window_left = window_size > 0 ? window_size - 1 : -1;
+  p.window_right = causal ? 0 : window_size > 0 ? window_size - 1 : -1;
+}
 
 // Checks the shape relations every backend relies on. Returns "" when the params are
 // consistent, else a sentence naming the rule that is broken (callers add the node name).

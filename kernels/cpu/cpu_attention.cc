@@ -160,7 +160,7 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
   const Isa isa = selected();
   TilePlan plan;
   plan.params = &p;
-  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v, p.causal);
+  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v, p.causal());
   plan.scratch = scratch_layout(p, plan.traits);
 
   // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.

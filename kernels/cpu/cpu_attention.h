@@ -2,18 +2,15 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 
 #include "../attention_params.h"
+#include "../dispatch.h"
 
 namespace fastattn::cpu {
 
-// Runs fn(i) for every i in [0, n), possibly concurrently, and returns when all are done.
-// ONNX Runtime passes its intra-op thread pool through this; the Python bindings pass their own.
-using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t)>& fn)>;
-
 // Computes p.out (and p.present_k / p.present_v when given) for params that passed
-// check_params(). Never allocates an S_q x S_total buffer.
+// check_params() and the backend's supports() (cpu_backend.cc). Never allocates an
+// S_q x S_total buffer.
 void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for);
 
 // What this build compiled in and what the running CPU selects ("avx2+fma", "neon", ...).

@@ -86,14 +86,11 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
   // Structural part of the tiling-mask: query position i sees the key interval [lo(i), hi(i)),
   // both ends non-decreasing in i, so a block's union is [lo(first), hi(last)) (stacked heads
   // repeat the same positions).
-  const int64_t window = p.window_size > 0 ? imin(p.window_size, S + p.seq_q) : 0;
-  auto lo_of = [&](int64_t i) { return window > 0 ? imax(0, i + shift - window + 1) : int64_t{0}; };
-  auto hi_of = [&](int64_t i) {
-    int64_t hi = S;
-    if (p.causal) hi = imin(hi, i + shift + 1);
-    else if (window > 0) hi = imin(hi, i + shift + window);
-    return imax(hi, 0);
-  };
+  // (extents capped at S + S_q: no overflow, same intervals)
+  const int64_t left = p.window_left >= 0 ? imin(p.window_left, S + p.seq_q) : -1;
+  const int64_t right = p.window_right >= 0 ? imin(p.window_right, S + p.seq_q) : -1;
+  auto lo_of = [&](int64_t i) { return left >= 0 ? imax(0, i + shift - left) : int64_t{0}; };
+  auto hi_of = [&](int64_t i) { return right >= 0 ? imax(imin(S, i + shift + right + 1), 0) : S; };
   for (int64_t r = 0; r < mq_pad; ++r) {
     row_lo[r] = r < mq ? lo_of(q0 + r % rows_per_head) : 0;
     row_hi[r] = r < mq ? hi_of(q0 + r % rows_per_head) : 0;  // padding rows see nothing

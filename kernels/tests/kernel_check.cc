@@ -55,8 +55,7 @@ double reference_max_error(const AttentionParams& p) {
         const int64_t ii = i + S - p.seq_q;
         double m = -INFINITY;
         for (int64_t j = 0; j < S; ++j) {
-          bool vis = (!p.causal || j <= ii) &&
-                     (p.window_size <= 0 || (ii - j < p.window_size && (p.causal || j - ii < p.window_size)));
+          bool vis = (p.window_right < 0 || j <= ii + p.window_right) && (p.window_left < 0 || ii - j <= p.window_left);
           if (p.key_padding_mask) vis = vis && static_cast<const uint8_t*>(p.key_padding_mask)[b * p.mask_batch_stride + j];
           if (!vis) { s[j] = -INFINITY; continue; }
           double dot = 0;
@@ -118,7 +117,7 @@ AttentionParams make(const Case& c, Tensors& t, std::mt19937& rng) {
     p.key_padding_mask = t.mask.data(); p.mask_type = MaskType::kBool; p.mask_batch_stride = st;
   }
   p.scale = 1.f / std::sqrt(float(c.d));
-  p.causal = c.causal; p.window_size = c.window; p.softcap = c.softcap;
+  set_window(p, c.causal, c.window); p.softcap = c.softcap;
   return p;
 }
 

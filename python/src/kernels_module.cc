@@ -1,54 +1,51 @@
-// fastattn_onnx._kernels: the kernels on NumPy arrays, with the op's contract.
+// fastattn_onnx._kernels: the kernels on NumPy arrays, with the op's contract (core/op_contract.h):
+// this file only turns arrays and keywords into the contract's descriptions and back.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <cmath>
 #include <optional>
-#include <stdexcept>
 #include <string>
+#include <vector>
 
-#include "attention_params.h"
 #include "cpu/cpu_attention.h"
 #include "cpu/thread_pool.h"
+#include "dispatch.h"
+#include "op_contract.h"
 
 namespace py = pybind11;
-using fastattn::AttentionParams;
-using fastattn::ElemType;
-using fastattn::MaskType;
-using fastattn::TensorView;
+using fastattn::core::DType;
+using fastattn::core::TensorArg;
+using fastattn::core::TensorDesc;
+namespace core = fastattn::core;
 
 namespace {
 
-// bfloat16 arrives as ml_dtypes.bfloat16 arrays, or as uint16 arrays holding the bits when the
-// caller passes dtype="bfloat16" (for NumPy without ml_dtypes).
 // dtypes are compared by value, not identity: an unpickled array (multiprocessing) carries a
-// dtype object of its own, and a non-native byte order must not pass as float32.
-ElemType elem_type_of(const py::array& a, const char* name, bool uint16_is_bf16) {
-  if (a.dtype().equal(py::dtype::of<float>())) return ElemType::kFloat32;
-  if (a.dtype().equal(py::dtype("float16"))) return ElemType::kFloat16;
-  if (std::string(py::str(a.dtype())) == "bfloat16") return ElemType::kBFloat16;
-  if (uint16_is_bf16 && a.dtype().equal(py::dtype::of<uint16_t>())) return ElemType::kBFloat16;
-  throw py::type_error(std::string(name) + ": dtype must be float32, float16 or bfloat16, got " +
-                       std::string(py::str(a.dtype())));
+// dtype object of its own, and a non-native byte order must not pass as float32. bfloat16
+// arrives as ml_dtypes.bfloat16 arrays, or as uint16 arrays holding the bits when the caller
+// passes dtype="bfloat16" (for NumPy without ml_dtypes).
+DType dtype_of(const py::array& a, bool uint16_is_bf16) {
+  const py::dtype t = a.dtype();
+  if (t.equal(py::dtype::of<float>())) return DType::kFloat32;
+  if (t.equal(py::dtype("float16"))) return DType::kFloat16;
+  if (std::string(py::str(t)) == "bfloat16") return DType::kBFloat16;
+  if (t.equal(py::dtype::of<uint16_t>())) return uint16_is_bf16 ? DType::kBFloat16 : DType::kUInt16;
+  if (t.equal(py::dtype::of<double>())) return DType::kFloat64;
+  if (t.equal(py::dtype::of<bool>())) return DType::kBool;
+  if (t.equal(py::dtype::of<int32_t>())) return DType::kInt32;
+  if (t.equal(py::dtype::of<int64_t>())) return DType::kInt64;
+  if (t.equal(py::dtype::of<int8_t>())) return DType::kInt8;
+  if (t.equal(py::dtype::of<uint8_t>())) return DType::kUInt8;
+  if (t.equal(py::dtype::of<int16_t>())) return DType::kInt16;
+  return DType::kOther;
 }
 
-// Logical [B, H, S, D] view of a C-contiguous 3D [B, S, H*D] or 4D [B, H, S, D] array.
-TensorView view_of(py::array& a, int64_t heads) {
-  TensorView v;
-  v.data = const_cast<void*>(a.data());  // inputs are only read; outputs are checked writeable
-  if (a.ndim() == 3) {
-    const int64_t hd = a.shape(2);
-    v.batch_stride = a.shape(1) * hd;
-    v.head_stride = hd / heads;
-    v.seq_stride = hd;
-  } else {
-    v.batch_stride = a.shape(1) * a.shape(2) * a.shape(3);
-    v.head_stride = a.shape(2) * a.shape(3);
-    v.seq_stride = a.shape(3);
-  }
-  return v;
+DType dtype_named(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(DType::kOther); ++i)
+    if (name == core::dtype_name(static_cast<DType>(i))) return static_cast<DType>(i);
+  return DType::kOther;
 }
 
 py::array contiguous(const py::array& a, const char* name) {
@@ -57,13 +54,48 @@ py::array contiguous(const py::array& a, const char* name) {
   return c;
 }
 
+TensorArg arg_of(const py::array& a, bool uint16_is_bf16) {
+  TensorArg t;
+  t.desc.present = true;
+  t.desc.dtype = dtype_of(a, uint16_is_bf16);
+  t.desc.rank = static_cast<int>(a.ndim());
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    t.desc.dims.push_back(a.shape(i));
+    t.strides.push_back(a.strides(i) / static_cast<py::ssize_t>(a.itemsize()));
+  }
+  t.data = const_cast<void*>(a.data());  // inputs are only read; outputs are checked writeable
+  return t;
+}
+
+// Attributes from Python values by name (absent: not in the dict), through the one reader.
+core::OpAttributes read_attributes(const py::dict& values) {
+  core::AttributeSource source{
+      [&](const char* name, int64_t* v) {
+        if (!values.contains(name) || values[name].is_none()) return false;
+        *v = values[name].cast<int64_t>();
+        return true;
+      },
+      [&](const char* name, float* v) {
+        if (!values.contains(name) || values[name].is_none()) return false;
+        *v = static_cast<float>(values[name].cast<double>());
+        return true;
+      }};
+  core::OpAttributes a;
+  if (auto rule = core::read_attributes(source, &a); !rule.empty()) throw py::value_error(rule);
+  return a;
+}
+
+void raise(const core::Rule& rule) {
+  if (rule.about_type) throw py::type_error(rule.text);
+  throw py::value_error(rule.text);
+}
+
 // A caller-provided output: exactly this dtype and shape, C-contiguous and writeable (the
 // kernel writes into it in place, so tests can poison it first).
-py::array checked_output(const py::array& a, const py::dtype& dtype, const std::vector<py::ssize_t>& shape,
+py::array checked_output(const py::array& a, const py::dtype& dtype, const std::vector<int64_t>& shape,
                          const char* name) {
   if (!a.dtype().equal(dtype)) throw py::type_error(std::string(name) + " must have the query's dtype");
-  if (a.ndim() != static_cast<py::ssize_t>(shape.size()) ||
-      !std::equal(shape.begin(), shape.end(), a.shape()))
+  if (a.ndim() != static_cast<py::ssize_t>(shape.size()) || !std::equal(shape.begin(), shape.end(), a.shape()))
     throw py::value_error(std::string(name) + " has the wrong shape");
   if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
   if (!a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
@@ -80,115 +112,103 @@ py::object attention(py::array q, py::array k, py::array v, std::optional<int64_
   if (dtype_name && *dtype_name != "bfloat16")
     throw py::value_error("dtype may only be \"bfloat16\" (to read uint16 arrays as bfloat16 bits)");
   const bool bf16_bits = dtype_name.has_value();
-  q = contiguous(q, "query"); k = contiguous(k, "key"); v = contiguous(v, "value");
-  const ElemType t = elem_type_of(q, "query", bf16_bits);
-  if (elem_type_of(k, "key", bf16_bits) != t || elem_type_of(v, "value", bf16_bits) != t)
-    throw py::type_error("query, key and value must have the same dtype");
-  const int rank = static_cast<int>(q.ndim());
-  if (rank != 3 && rank != 4) throw py::value_error("query must be 3D [B, S, H*D] or 4D [B, H, S, D]");
-  if (k.ndim() != rank || v.ndim() != rank) throw py::value_error("key and value must have the query's rank");
-  AttentionParams p;
-  p.dtype = t;
-  p.batch = q.shape(0);
-  if (rank == 3) {
-    if (!num_heads) throw py::value_error("num_heads is required for 3D inputs");
-    p.num_heads = *num_heads;
-    p.kv_num_heads = kv_num_heads.value_or(p.num_heads);
-    if (p.num_heads <= 0 || p.kv_num_heads <= 0) throw py::value_error("num_heads and kv_num_heads must be >= 1");
-    if (q.shape(2) % p.num_heads || k.shape(2) % p.kv_num_heads || v.shape(2) % p.kv_num_heads)
-      throw py::value_error("hidden sizes must be divisible by the head counts");
-    p.seq_q = q.shape(1); p.seq_kv = k.shape(1);
-    p.head_dim = q.shape(2) / p.num_heads;
-    if (k.shape(2) / p.kv_num_heads != p.head_dim) throw py::value_error("query and key head sizes differ");
-    p.head_dim_v = v.shape(2) / p.kv_num_heads;
-  } else {
-    p.num_heads = q.shape(1); p.kv_num_heads = k.shape(1);
-    if (num_heads && *num_heads != p.num_heads) throw py::value_error("num_heads disagrees with query.shape[1]");
-    if (kv_num_heads && *kv_num_heads != p.kv_num_heads) throw py::value_error("kv_num_heads disagrees with key.shape[1]");
-    p.seq_q = q.shape(2); p.seq_kv = k.shape(2);
-    p.head_dim = q.shape(3);
-    if (k.shape(3) != p.head_dim) throw py::value_error("query and key head sizes differ");
-    p.head_dim_v = v.shape(3);
-    if (v.shape(1) != p.kv_num_heads) throw py::value_error("value heads differ from key heads");
-  }
-  if (k.shape(0) != p.batch || v.shape(0) != p.batch) throw py::value_error("batch sizes differ");
-  if ((rank == 3 ? v.shape(1) : v.shape(2)) != p.seq_kv) throw py::value_error("key and value lengths differ");
-  p.q = view_of(q, p.num_heads); p.k = view_of(k, p.kv_num_heads); p.v = view_of(v, p.kv_num_heads);
+  py::dict values;
+  values["num_heads"] = num_heads;
+  values["kv_num_heads"] = kv_num_heads;
+  values["scale"] = scale;
+  values["causal"] = causal ? 1 : 0;
+  values["window_size"] = window_size;
+  values["softcap"] = softcap;
+  const core::OpAttributes attrs = read_attributes(values);
 
-  py::array pk, pv;
-  if (past_key.has_value() != past_value.has_value()) throw py::value_error("give both past_key and past_value or neither");
-  if (past_key) {
-    pk = contiguous(*past_key, "past_key"); pv = contiguous(*past_value, "past_value");
-    if (elem_type_of(pk, "past_key", bf16_bits) != t || elem_type_of(pv, "past_value", bf16_bits) != t)
-      throw py::type_error("past tensors must have the query's dtype");
-    if (pk.ndim() != 4 || pk.shape(0) != p.batch || pk.shape(1) != p.kv_num_heads || pk.shape(3) != p.head_dim)
-      throw py::value_error("past_key must be [B, kv_num_heads, S_past, D]");
-    if (pv.ndim() != 4 || pv.shape(0) != p.batch || pv.shape(1) != p.kv_num_heads || pv.shape(2) != pk.shape(2) ||
-        pv.shape(3) != p.head_dim_v)
-      throw py::value_error("past_value must be [B, kv_num_heads, S_past, Dv]");
-    p.seq_past = pk.shape(2);
-    if (p.seq_past > 0) { p.past_k = view_of(pk, p.kv_num_heads); p.past_v = view_of(pv, p.kv_num_heads); }
+  // Arrays stay alive (and contiguous copies of strided ones exist) until the kernel is done.
+  py::array arrays[core::kNumInputs];
+  const std::optional<py::array>* given[core::kNumInputs] = {nullptr, nullptr, nullptr, &attn_bias,
+                                                              &key_padding_mask, &past_key, &past_value};
+  arrays[core::kQuery] = q;
+  arrays[core::kKey] = k;
+  arrays[core::kValue] = v;
+  TensorArg in[core::kNumInputs];
+  TensorDesc in_desc[core::kNumInputs];
+  for (int i = 0; i < core::kNumInputs; ++i) {
+    if (given[i] && !given[i]->has_value()) continue;
+    if (given[i]) arrays[i] = **given[i];
+    arrays[i] = contiguous(arrays[i], core::kInputNames[i]);
+    in[i] = arg_of(arrays[i], bf16_bits);
+    in_desc[i] = in[i].desc;
   }
-  const int64_t s_total = p.seq_total();
+  TensorDesc out_desc[core::kNumOutputs];
+  if (auto rule = core::infer_outputs(attrs, in_desc, out_desc); rule.broken()) raise(rule);
 
-  py::array bias;
-  if (attn_bias) {
-    bias = contiguous(*attn_bias, "attn_bias");
-    if (elem_type_of(bias, "attn_bias", bf16_bits) != t) throw py::type_error("attn_bias must have the query's dtype");
-    if (bias.ndim() > 4) throw py::value_error("attn_bias must have rank <= 4");
-    int64_t dims[4] = {1, 1, 1, 1}, strides[4] = {0, 0, 0, 0}, want[4] = {p.batch, p.num_heads, p.seq_q, s_total};
-    const int off = 4 - static_cast<int>(bias.ndim());
-    for (int i = 0; i < bias.ndim(); ++i) { dims[off + i] = bias.shape(i); strides[off + i] = bias.strides(i) / bias.itemsize(); }
-    for (int i = 0; i < 4; ++i) {
-      if (dims[i] != want[i] && dims[i] != 1) throw py::value_error("attn_bias is not broadcastable to [B, num_heads, S_q, S_total]");
-      if (dims[i] == 1) strides[i] = 0;
-    }
-    p.bias = bias.data();
-    p.bias_batch_stride = strides[0]; p.bias_head_stride = strides[1]; p.bias_row_stride = strides[2]; p.bias_col_stride = strides[3];
-  }
-  py::array mask;
-  if (key_padding_mask) {
-    mask = contiguous(*key_padding_mask, "key_padding_mask");
-    const auto kind = mask.dtype().kind();
-    if (kind == 'b') p.mask_type = MaskType::kBool;
-    else if (kind == 'i' && mask.itemsize() == 4) p.mask_type = MaskType::kInt32;
-    else if (kind == 'i' && mask.itemsize() == 8) p.mask_type = MaskType::kInt64;
-    else throw py::type_error("key_padding_mask must be bool, int32 or int64");
-    if (mask.ndim() != 2 || mask.shape(0) != p.batch || mask.shape(1) != s_total)
-      throw py::value_error("key_padding_mask must be [B, S_total] = [" + std::to_string(p.batch) + ", " + std::to_string(s_total) + "]");
-    p.key_padding_mask = mask.data();
-    p.mask_batch_stride = s_total;
-  }
-  p.scale = scale ? static_cast<float>(*scale) : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
-  p.causal = causal;
-  p.window_size = window_size;
-  p.softcap = static_cast<float>(softcap);
-
-  std::vector<py::ssize_t> out_shape = rank == 3 ? std::vector<py::ssize_t>{p.batch, p.seq_q, p.num_heads * p.head_dim_v}
-                                                 : std::vector<py::ssize_t>{p.batch, p.num_heads, p.seq_q, p.head_dim_v};
-  py::array out = out_arg ? checked_output(*out_arg, q.dtype(), out_shape, "out") : py::array(q.dtype(), out_shape);
-  p.out = view_of(out, p.num_heads);
   // Presents are computed when asked for or when preallocated; then the result is a tuple.
   return_present = return_present || present_key_arg || present_value_arg;
-  py::array present_k, present_v;
-  if (return_present) {
-    const std::vector<py::ssize_t> pk_shape{p.batch, p.kv_num_heads, s_total, p.head_dim};
-    const std::vector<py::ssize_t> pv_shape{p.batch, p.kv_num_heads, s_total, p.head_dim_v};
-    present_k = present_key_arg ? checked_output(*present_key_arg, q.dtype(), pk_shape, "present_key")
-                                : py::array(q.dtype(), pk_shape);
-    present_v = present_value_arg ? checked_output(*present_value_arg, q.dtype(), pv_shape, "present_value")
-                                  : py::array(q.dtype(), pv_shape);
-    p.present_k = view_of(present_k, p.kv_num_heads);
-    p.present_v = view_of(present_v, p.kv_num_heads);
+  const std::optional<py::array>* out_given[core::kNumOutputs] = {&out_arg, &present_key_arg, &present_value_arg};
+  py::array outputs[core::kNumOutputs];
+  TensorArg out[core::kNumOutputs];
+  for (int i = 0; i < core::kNumOutputs; ++i) {
+    if (i != core::kOutput && !return_present) continue;
+    const auto& dims = out_desc[i].dims;
+    outputs[i] = out_given[i]->has_value() ? checked_output(**out_given[i], q.dtype(), dims, core::kOutputNames[i])
+                                           : py::array(arrays[core::kQuery].dtype(), dims);
+    out[i] = arg_of(outputs[i], bf16_bits);
   }
-  const std::string err = fastattn::check_params(p);
-  if (!err.empty()) throw py::value_error(err);
-  {
+  fastattn::AttentionParams p;
+  std::string rule = core::fill_params(attrs, in, out, fastattn::Device{}, &p);
+  if (rule.empty()) {
     py::gil_scoped_release release;
-    fastattn::cpu::attention_forward(p, fastattn::cpu::make_thread_parallel_for(num_threads));
+    const fastattn::LaunchContext ctx{fastattn::Device{}, nullptr, fastattn::cpu::make_thread_parallel_for(num_threads)};
+    rule = fastattn::attention_forward(p, ctx);
   }
-  if (return_present) return py::make_tuple(out, present_k, present_v);
-  return std::move(out);
+  if (!rule.empty()) throw py::value_error(rule);
+  if (return_present) return py::make_tuple(outputs[0], outputs[1], outputs[2]);
+  return std::move(outputs[0]);
+}
+
+// The contract's shape inference for onnx's schema (python/fastattn_onnx/schema.py): inputs are
+// None or (dtype name, dims with -1 for unknown); returns per output None or
+// (dtype name, dims, [(input, dim) each dim equals, or (-1, -1)]).
+py::list infer_outputs(const py::dict& attributes, const std::vector<std::optional<py::tuple>>& inputs) {
+  const core::OpAttributes attrs = read_attributes(attributes);
+  TensorDesc in[core::kNumInputs], out[core::kNumOutputs];
+  for (size_t i = 0; i < inputs.size() && i < core::kNumInputs; ++i) {
+    if (!inputs[i]) continue;
+    const py::tuple& t = *inputs[i];
+    in[i].present = true;
+    in[i].dtype = dtype_named(t[0].cast<std::string>());
+    if (!t[1].is_none()) {
+      in[i].dims = t[1].cast<std::vector<int64_t>>();
+      in[i].rank = static_cast<int>(in[i].dims.size());
+    }
+  }
+  if (auto rule = core::infer_outputs(attrs, in, out); rule.broken()) raise(rule);
+  py::list result;
+  for (const TensorDesc& o : out) {
+    if (o.rank < 0) result.append(py::none());
+    else result.append(py::make_tuple(core::dtype_name(o.dtype), o.dims, o.same_as));
+  }
+  return result;
+}
+
+py::dict op_contract() {
+  py::dict attributes;
+  for (const auto& spec : core::kAttributeSpecs) {
+    if (!spec.has_default) attributes[spec.name] = py::none();
+    else if (spec.is_float) attributes[spec.name] = spec.default_value;
+    else attributes[spec.name] = static_cast<int64_t>(spec.default_value);
+  }
+  py::dict d;
+  d["domain"] = core::kOpDomain;
+  d["op_type"] = core::kOpType;
+  d["since_version"] = core::kOpSinceVersion;
+  d["ep_name"] = core::kEpName;
+  d["attributes"] = attributes;
+  return d;
+}
+
+py::list backends() {
+  py::list list;
+  for (const fastattn::Backend* b : fastattn::backends()) list.append(py::make_tuple(b->name, b->describe()));
+  return list;
 }
 
 }  // namespace
@@ -206,6 +226,10 @@ PYBIND11_MODULE(_kernels, m) {
         "out / present_key / present_value: optional preallocated (C-contiguous, writeable) outputs;\n"
         "giving a present returns (out, present_key, present_value) as return_present=True does.\n"
         "bfloat16: ml_dtypes.bfloat16 arrays, or uint16 arrays of the bits with dtype=\"bfloat16\".");
+  m.def("infer_outputs", &infer_outputs, py::arg("attributes"), py::arg("inputs"),
+        "The op contract's output types and shapes (used by the ONNX schema's shape inference)");
+  m.def("op_contract", &op_contract, "The op's domain, type, version, EP name and attribute defaults");
+  m.def("backends", &backends, "The kernel backends compiled in: (name, what it selected on this machine)");
   m.def("cpu_isa", &fastattn::cpu::selected_isa, "The vector ISA the CPU kernel selected on this machine");
   m.def("cpu_compiled_isas", &fastattn::cpu::compiled_isas, "The vector ISAs compiled into the CPU kernel");
 }

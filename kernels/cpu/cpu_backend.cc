@@ -1,0 +1,36 @@
+// The CPU backend of the dispatch seam: what the CPU kernel runs, and how it is launched (on the
+// launch context's ParallelFor: ONNX Runtime's intra-op pool or the bindings' worker pool).
+#include <string>
+
+#include "cpu_attention.h"
+
+namespace fastattn::cpu {
+namespace {
+
+std::string supports(const AttentionParams& p) {
+  if (p.device.kind != DeviceKind::kCpu) return "the CPU kernel reads host memory only";
+  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out, &p.present_k, &p.present_v})
+    if (v->data && v->dtype != p.dtype)
+      return std::string("the CPU kernel needs every tensor in one element type (") + elem_name(p.dtype) + "), got " +
+             elem_name(v->dtype);
+  if (p.bias && p.bias_dtype != p.dtype) return "the CPU kernel needs attn_bias in the query's element type";
+  // Fields of the parameter struct that the CPU kernel does not implement yet (the
+  // GroupQueryAttention issue adds them): such calls go to another kernel.
+  if (p.kv_capacity > 0) return "the CPU kernel does not update a KV cache in place yet";
+  if (p.kv_len) return "the CPU kernel does not take per-batch key lengths yet (use key_padding_mask)";
+  if (p.rotary.cos_cache) return "the CPU kernel does not apply rotary embeddings yet";
+  return "";
+}
+
+void run(const AttentionParams& p, const LaunchContext& ctx) { attention_forward(p, ctx.parallel_for); }
+
+std::string describe() { return std::string("vector ISA ") + selected_isa() + " (compiled: " + compiled_isas() + ")"; }
+
+}  // namespace
+
+const Backend& backend() {
+  static const Backend b{"cpu", DeviceKind::kCpu, supports, run, describe};
+  return b;
+}
+
+}  // namespace fastattn::cpu
