@@ -8,7 +8,7 @@ import argparse
 
 import onnx
 
-from fastattn_onnx.model_builders import _ELEM, _MASK, build_model
+from fastattn_onnx.model_builders import ELEMENT_TYPES, MASK_TYPES, build_model
 
 
 def main() -> None:
@@ -22,10 +22,10 @@ def main() -> None:
     ap.add_argument("--num-heads", type=int, default=4)
     ap.add_argument("--kv-num-heads", type=int, default=None)
     ap.add_argument("--head-dim", type=int, default=64)
-    ap.add_argument("--dtype", choices=list(_ELEM), default="float32")
+    ap.add_argument("--dtype", choices=list(ELEMENT_TYPES), default="float32")
     ap.add_argument("--causal", type=int, default=None)
     ap.add_argument("--window-size", type=int, default=None)
-    ap.add_argument("--key-padding-mask", choices=list(_MASK), default=None)
+    ap.add_argument("--key-padding-mask", choices=list(MASK_TYPES), default=None)
     ap.add_argument("--present", action="store_true")
     a = ap.parse_args()
     m = build_model(layout=a.layout, batch=a.batch, seq_q=a.seq_q, seq_kv=a.seq_kv, seq_past=a.seq_past,

@@ -11,19 +11,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from fastattn_onnx import EP_NAME
 from fastattn_onnx.convert import ConvertError, convert, default_output_path
 
 
 def _cli(*args):
     """The convert subcommand through the same add_parser/run that __main__ uses."""
-    return subprocess.run([sys.executable, "-m", "fastattn_onnx.convert_cli", *args],
+    return subprocess.run([sys.executable, "-m", "fastattn_onnx.tools.convert_cli", *args],
                           capture_output=True, text=True)
 
 
 def test_main_entry_point_has_convert(mlp_path):
     for sibling in ("bench", "demo", "doctor"):  # __main__ imports every subcommand module
-        if importlib.util.find_spec(f"fastattn_onnx.{sibling}") is None:
-            pytest.skip(f"fastattn_onnx.{sibling} is not in this branch yet")
+        if importlib.util.find_spec(f"fastattn_onnx.tools.{sibling}") is None:
+            pytest.skip(f"fastattn_onnx.tools.{sibling} is not in this branch yet")
     done = subprocess.run([sys.executable, "-m", "fastattn_onnx", "convert", mlp_path,
                            "--no-verify"], capture_output=True, text=True)
     assert done.returncode == 0 and "0 found" in done.stdout, done.stderr
@@ -129,7 +130,7 @@ def test_external_data_saved_beside_the_output(tmp_path, monkeypatch, tmp_path_f
 def test_bench_model_smoke(tmp_path_factory, capsys):
     from convert_helpers import exported
 
-    from fastattn_onnx.bench_model import run_model_bench
+    from fastattn_onnx.tools.bench_model import run_model_bench
 
     assert run_model_bench(exported("llama", "dynamo", tmp_path_factory), seq_len=37, batch=1,
                            repeats=1, threads=1) == 0
@@ -141,11 +142,11 @@ def test_bench_model_smoke(tmp_path_factory, capsys):
 def test_amdahl_bound_keeps_non_attention_time_and_prices_attention_at_sgemm_rate():
     from types import SimpleNamespace
 
-    from fastattn_onnx.bench_model import _amdahl_bound, _attention_split
+    from fastattn_onnx.tools.bench_model import _amdahl_bound, _attention_split
 
     # A profile of 1 s: 0.25 s outside attention; its run's median is 2 s.
     profiled = {"node_s": {"proj": 0.25, "FastAttentionEP_0": 0.75}}
-    attention_s, other_s = _attention_split(profiled, 2.0, lambda n: n.startswith("FastAttentionEP"))
+    attention_s, other_s = _attention_split(profiled, 2.0, lambda n: n.startswith(EP_NAME))
     assert (attention_s, other_s) == (pytest.approx(1.5), pytest.approx(0.5))
     fused = [SimpleNamespace(num_heads=2, head_size=64, causal=False)]
     flops = 4.0 * 2 * 1024 * 1024 * 64  # one layer, B=1, S=1024, not causal
@@ -162,7 +163,7 @@ def test_verify_failure_writes_nothing(tmp_path, monkeypatch, tmp_path_factory, 
     import numpy as np
     from convert_helpers import exported
 
-    from fastattn_onnx import convert_cli
+    from fastattn_onnx.tools import convert_cli
     from fastattn_onnx.convert import VerifyError, verify
 
     monkeypatch.setattr(verify, "TOLERANCE", {np.dtype(np.float32): 0.0})  # nothing passes

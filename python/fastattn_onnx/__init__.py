@@ -8,11 +8,9 @@ works right after the import.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-EP_NAME = "FastAttentionEP"
-OP_DOMAIN = "com.fastattention"
-OP_TYPE = "FastAttention"
 
 from ._kernels import attention  # noqa: E402  (the kernel on NumPy arrays)
+from .constants import EP_NAME, OP_DOMAIN, OP_TYPE  # noqa: E402,F401  (public names of the op and the EP)
 from ._ort import (  # noqa: E402
     check_onnxruntime,
     ep_session_options,

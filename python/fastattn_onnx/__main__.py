@@ -8,7 +8,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastattn_onnx")
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import bench, convert_cli, demo, doctor  # each module adds its own subcommand
+    from .tools import bench, convert_cli, demo, doctor  # each module adds its own subcommand
 
     for mod in (doctor, bench, convert_cli, demo):
         mod.add_parser(sub)

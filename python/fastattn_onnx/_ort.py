@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import threading
 
-EP_NAME = "FastAttentionEP"
+from .constants import EP_NAME
+
 LIBRARY_NAME = "libfastattn_onnx_ep.so"
 MIN_ORT_VERSION = (1, 27)  # the plugin-EP C API (ORT_API_VERSION 27) the library is built against
 

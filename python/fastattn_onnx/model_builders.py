@@ -8,12 +8,14 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from .constants import OP_DOMAIN, OP_SINCE_VERSION, OP_TYPE
+
 OPSET = 21
-DOMAIN = "com.fastattention"
 IR_VERSION = 10
 
-_ELEM = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
-_MASK = {"bool": TensorProto.BOOL, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
+# The dtype names build_model takes: query/key/value element types, key_padding_mask element types.
+ELEMENT_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
+MASK_TYPES = {"bool": TensorProto.BOOL, "int32": TensorProto.INT32, "int64": TensorProto.INT64}
 
 
 def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, num_heads=4, kv_num_heads=None,
@@ -25,7 +27,7 @@ def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, n
     declared shape by name (for bad-input tests); `key_padding_mask` is a dtype name or None."""
     kvh = kv_num_heads or num_heads
     dv = head_dim_v or head_dim
-    elem = _ELEM[dtype]
+    elem = ELEMENT_TYPES[dtype]
     s_total = seq_kv + seq_past if isinstance(seq_kv, int) and isinstance(seq_past, int) else "S_total"
     if layout == "3d":
         q_shape = [batch, seq_q, num_heads * head_dim]
@@ -44,7 +46,7 @@ def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, n
         inputs.append(helper.make_tensor_value_info("attn_bias", elem, shapes.get("attn_bias", attn_bias_shape)))
         names[3] = "attn_bias"
     if key_padding_mask is not None:
-        inputs.append(helper.make_tensor_value_info("key_padding_mask", _MASK[key_padding_mask],
+        inputs.append(helper.make_tensor_value_info("key_padding_mask", MASK_TYPES[key_padding_mask],
                                                     shapes.get("key_padding_mask", [batch, s_total])))
         names[4] = "key_padding_mask"
     if seq_past:
@@ -72,10 +74,10 @@ def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, n
         if val is not None:
             attrs[key] = val
     attrs.update(extra_attrs or {})
-    node = helper.make_node("FastAttention", names, out_names, name=node_name, domain=DOMAIN, **attrs)
+    node = helper.make_node(OP_TYPE, names, out_names, name=node_name, domain=OP_DOMAIN, **attrs)
     graph = helper.make_graph([node], "fastattention", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
-                                                    helper.make_opsetid(DOMAIN, 1)],
+                                                    helper.make_opsetid(OP_DOMAIN, OP_SINCE_VERSION)],
                               producer_name="fastattn_onnx.models")
     model.ir_version = IR_VERSION
     return model

@@ -8,6 +8,8 @@ import tempfile
 
 import numpy as np
 
+from .constants import EP_NAME, OP_DOMAIN, OP_TYPE
+
 
 def _dummy_inputs(session) -> dict:
     """Random inputs for every graph input, symbolic dims set to 2."""
@@ -30,7 +32,7 @@ def _dummy_inputs(session) -> dict:
     return feeds
 
 
-def node_placement(model, providers=("FastAttentionEP", "CPUExecutionProvider"), inputs: dict | None = None,
+def node_placement(model, providers=(EP_NAME, "CPUExecutionProvider"), inputs: dict | None = None,
                    session_options=None) -> dict[str, str]:
     """Runs `model` (a path, bytes or ModelProto) once with profiling and returns {node_name: provider}.
 
@@ -69,7 +71,7 @@ def node_placement(model, providers=("FastAttentionEP", "CPUExecutionProvider"),
 
 
 # What FastAttentionEP can take: only these nodes can hide behind its fused-node names.
-_EP_OP_TYPES = {("com.fastattention", "FastAttention"), ("", "Attention"), ("ai.onnx", "Attention")}
+_EP_OP_TYPES = {(OP_DOMAIN, OP_TYPE), ("", "Attention"), ("ai.onnx", "Attention")}
 
 
 def _unfuse(placement: dict[str, str], node_names: list[str], claimable: list[str]) -> dict[str, str]:

@@ -6,16 +6,25 @@ registers it once.
 from __future__ import annotations
 
 import onnx
-from onnx import defs
+from onnx import TensorProto, defs
 
-DOMAIN = "com.fastattention"
-OP_TYPE = "FastAttention"
-SINCE_VERSION = 1
+from . import _kernels
+from .constants import ATTRIBUTE_DEFAULTS, OP_DOMAIN, OP_SINCE_VERSION, OP_TYPE
 
 _P = defs.OpSchema.FormalParameter
 _Opt = defs.OpSchema.FormalParameterOption
 _A = defs.OpSchema.Attribute
 _AT = defs.OpSchema.AttrType
+
+
+# onnx element types by the contract's names (core/op_contract.cc dtype_name).
+_DTYPE_NAMES = {
+    TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16",
+    TensorProto.DOUBLE: "float64", TensorProto.BOOL: "bool", TensorProto.INT8: "int8", TensorProto.UINT8: "uint8",
+    TensorProto.INT16: "int16", TensorProto.UINT16: "uint16", TensorProto.INT32: "int32", TensorProto.INT64: "int64",
+    TensorProto.UNDEFINED: "unknown",
+}
+_ELEM_TYPES = {name: elem for elem, name in _DTYPE_NAMES.items()}
 
 
 def _dims(t: onnx.TypeProto | None):
@@ -28,57 +37,61 @@ def _dims(t: onnx.TypeProto | None):
     return out
 
 
-def _attr_int(ctx, name, default=None):
-    a = ctx.get_attribute(name)
-    return default if a is None else a.i
-
-
 def _infer(ctx) -> None:
-    q_type = ctx.get_input_type(0)
-    if q_type is None or not q_type.HasField("tensor_type"):
-        return
-    elem = q_type.tensor_type.elem_type
-    q, k, v = (_dims(ctx.get_input_type(i)) for i in range(3))
-    past = _dims(ctx.get_input_type(5)) if ctx.get_num_inputs() > 5 and ctx.has_input(5) else None
-    num_heads = _attr_int(ctx, "num_heads")
-    kv_heads = _attr_int(ctx, "kv_num_heads", num_heads)
-    out_dims = present_k = present_v = None
-    if q is not None and k is not None and v is not None:
-        if len(q) not in (3, 4) or len(k) != len(q) or len(v) != len(q):
-            raise onnx.shape_inference.InferenceError(
-                "[FastAttention] query, key and value must all be 3D or all 4D")
-        b = q[0]
-        if len(q) == 3:
-            if not num_heads:
-                raise onnx.shape_inference.InferenceError("[FastAttention] num_heads is required for 3D inputs")
-            if num_heads % kv_heads:
-                raise onnx.shape_inference.InferenceError("[FastAttention] kv_num_heads must divide num_heads")
-            d = q[2] // num_heads if isinstance(q[2], int) else None
-            dv = v[2] // kv_heads if isinstance(v[2], int) else None
-            out_dims = [b, q[1], v[2] * num_heads // kv_heads if isinstance(v[2], int) else None]
-            s_kv = k[1]
-        else:
-            kv_heads = k[1]
-            d, dv = q[3], v[3]
-            out_dims = [b, q[1], q[2], dv]
-            s_kv = k[2]
-        s_total = None
-        if past is None and not (ctx.get_num_inputs() > 5 and ctx.has_input(5)):
-            s_total = s_kv
-        elif past is not None and isinstance(past[2], int) and isinstance(s_kv, int):
-            s_total = past[2] + s_kv
-        present_k = [b, kv_heads, s_total, d]
-        present_v = [b, kv_heads, s_total, dv]
-    for i, dims in enumerate((out_dims, present_k, present_v)):
-        if i >= ctx.get_num_outputs() or not ctx.has_output(i):
+    """The contract's own shape inference (the compiled core, as ONNX Runtime's is), with symbolic
+    dims carried over from the input dims each output dim equals."""
+    attributes = {}
+    for name in ATTRIBUTE_DEFAULTS:
+        a = ctx.get_attribute(name)
+        if a is not None:
+            attributes[name] = a.f if a.type == onnx.AttributeProto.FLOAT else a.i
+    described, symbolic = [], []
+    for i in range(7):
+        t = ctx.get_input_type(i) if i < ctx.get_num_inputs() and ctx.has_input(i) else None
+        if t is None:
+            described.append(None)
+            symbolic.append(None)
             continue
-        shape = None if dims is None else [x if x is not None else None for x in dims]
-        ctx.set_output_type(i, onnx.helper.make_tensor_type_proto(elem, shape))
+        dims = _dims(t)
+        elem = t.tensor_type.elem_type if t.HasField("tensor_type") else TensorProto.UNDEFINED
+        described.append((_DTYPE_NAMES.get(elem, "an unsupported type"),
+                          None if dims is None else [d if isinstance(d, int) else -1 for d in dims]))
+        symbolic.append(dims)
+    try:
+        outputs = _kernels.infer_outputs(attributes, described)
+    except (TypeError, ValueError) as e:
+        raise onnx.shape_inference.InferenceError(f"[FastAttention] {e}") from None
+    for i, out in enumerate(outputs):
+        if out is None or i >= ctx.get_num_outputs() or not ctx.has_output(i) or out[0] not in _ELEM_TYPES:
+            continue
+        dtype, dims, same_as = out
+        shape = [d if d >= 0 else (symbolic[src][axis] if src >= 0 and symbolic[src] is not None else None)
+                 for d, (src, axis) in zip(dims, same_as)]
+        ctx.set_output_type(i, onnx.helper.make_tensor_type_proto(_ELEM_TYPES[dtype], shape))
+
+
+# Type and description of each attribute; the defaults come from constants.ATTRIBUTE_DEFAULTS.
+_ATTRIBUTES = {
+    "num_heads": (_AT.INT, "query heads (required for 3D inputs)"),
+    "kv_num_heads": (_AT.INT, "key/value heads; divides num_heads (default num_heads)"),
+    "scale": (_AT.FLOAT, "score scale (default 1/sqrt(D))"),
+    "causal": (_AT.INT, "1: bottom-right aligned causal mask"),
+    "window_size": (_AT.INT, "local window; -1 = none"),
+    "softcap": (_AT.FLOAT, "tanh softcap; 0 = none"),
+}
+
+
+def _attribute(name: str) -> defs.OpSchema.Attribute:
+    kind, doc = _ATTRIBUTES[name]
+    default = ATTRIBUTE_DEFAULTS[name]
+    if default is None:
+        return _A(name, kind, doc, required=False)
+    return _A(name, onnx.helper.make_attribute(name, default, attr_type=int(kind)), doc)
 
 
 def _make_schema() -> defs.OpSchema:
     schema = defs.OpSchema(
-        OP_TYPE, DOMAIN, SINCE_VERSION,
+        OP_TYPE, OP_DOMAIN, OP_SINCE_VERSION,
         doc="FastAttention: softmax(scale*QK^T [softcap] + attn_bias, masked by causal/window/key_padding_mask) V "
             "with GQA/MQA and a KV cache; accumulates in float32.",
         inputs=[
@@ -99,14 +112,7 @@ def _make_schema() -> defs.OpSchema:
             ("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "query/key/value element type"),
             ("M", ["tensor(bool)", "tensor(int32)", "tensor(int64)"], "key_padding_mask element type"),
         ],
-        attributes=[
-            _A("num_heads", _AT.INT, "query heads (required for 3D inputs)", required=False),
-            _A("kv_num_heads", _AT.INT, "key/value heads; divides num_heads (default num_heads)", required=False),
-            _A("scale", _AT.FLOAT, "score scale (default 1/sqrt(D))", required=False),
-            _A("causal", onnx.helper.make_attribute("causal", 0), "1: bottom-right aligned causal mask"),
-            _A("window_size", onnx.helper.make_attribute("window_size", -1), "local window; -1 = none"),
-            _A("softcap", onnx.helper.make_attribute("softcap", 0.0), "tanh softcap; 0 = none"),
-        ],
+        attributes=[_attribute(name) for name in ATTRIBUTE_DEFAULTS],
     )
     schema.set_type_and_shape_inference_function(_infer)
     return schema
@@ -115,7 +121,7 @@ def _make_schema() -> defs.OpSchema:
 def register() -> None:
     """Registers the schema unless onnx already knows it (idempotent)."""
     try:
-        defs.get_schema(OP_TYPE, SINCE_VERSION, DOMAIN)
+        defs.get_schema(OP_TYPE, OP_SINCE_VERSION, OP_DOMAIN)
         return
     except defs.SchemaError:
         pass

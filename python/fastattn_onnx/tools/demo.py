@@ -11,14 +11,15 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 import onnx
 import onnx.helper as oh
 from onnx import TensorProto, numpy_helper
 
-from .model_builders import IR_VERSION, OPSET, build_model
+from ..constants import EP_NAME
+from ..model_builders import IR_VERSION, OPSET, build_model
+from .common import machine_line, session_options, time_ms
 
 
 def plain_onnx_attention_model(seq: int, num_heads: int, head_dim: int, causal: bool) -> onnx.ModelProto:
@@ -63,28 +64,20 @@ def _reference(q, k, v, num_heads, causal):
 
 
 def _median_ms(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+    fn()  # warm-up
+    return statistics.median(time_ms(fn, repeats))
 
 
 def run_kernel_demo(seq: int, num_heads: int, head_dim: int, threads: int, repeats: int) -> bool:
     import onnxruntime as ort
 
-    from . import EP_NAME
-    from .bench import _session_options
-
     ok = True
     rng = np.random.default_rng(1)
     for causal in (True, False):
         plain = ort.InferenceSession(plain_onnx_attention_model(seq, num_heads, head_dim, causal).SerializeToString(),
-                                     _session_options(threads), providers=["CPUExecutionProvider"])
+                                     session_options(threads), providers=["CPUExecutionProvider"])
         fused_model = build_model(seq_q=seq, seq_kv=seq, num_heads=num_heads, head_dim=head_dim, causal=int(causal))
-        fused = ort.InferenceSession(fused_model.SerializeToString(), _session_options(threads),
+        fused = ort.InferenceSession(fused_model.SerializeToString(), session_options(threads),
                                      providers=[EP_NAME, "CPUExecutionProvider"])
         feeds = {n: rng.standard_normal((1, seq, num_heads * head_dim), dtype=np.float32)
                  for n in ("query", "key", "value")}
@@ -105,16 +98,14 @@ def run_model_demo(model_path: str, seq: int, threads: int, repeats: int) -> boo
 
     import onnxruntime as ort
 
-    from . import EP_NAME
-    from .bench import _session_options
-    from .convert import convert, sample_inputs
+    from ..convert import convert, sample_inputs
 
     out_path = os.path.splitext(model_path)[0] + ".fa.onnx"
     result = convert(model_path, out_path, verify=True)
     print(f"convert {os.path.basename(model_path)}: {result.found} attention subgraphs found, {result.fused} fused; "
           f"verify: {result.verify.summary() if result.verify else 'skipped'} -> {out_path}")
-    original = ort.InferenceSession(model_path, _session_options(threads), providers=["CPUExecutionProvider"])
-    converted = ort.InferenceSession(out_path, _session_options(threads), providers=[EP_NAME, "CPUExecutionProvider"])
+    original = ort.InferenceSession(model_path, session_options(threads), providers=["CPUExecutionProvider"])
+    converted = ort.InferenceSession(out_path, session_options(threads), providers=[EP_NAME, "CPUExecutionProvider"])
     feeds = sample_inputs(model_path, batch=1, seq=seq)
     want, got = original.run(None, feeds), converted.run(None, feeds)
     rel = max(float(np.abs(g - w).max() / max(np.abs(w).max(), 1e-30)) for g, w in zip(got, want))
@@ -127,8 +118,6 @@ def run_model_demo(model_path: str, seq: int, threads: int, repeats: int) -> boo
 
 
 def run(args) -> int:
-    from .bench import machine_line
-
     print(machine_line(args.threads))
     ok = run_kernel_demo(args.seq_len, 8, 64, args.threads, args.repeats)
     if args.model:

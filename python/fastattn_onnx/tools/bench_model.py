@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 
-from .bench import sgemm_rate
+from ..constants import EP_NAME
+from .common import session_options, sgemm_rate
 
 
 def add_model_bench(subparsers_or_parser) -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def add_model_bench(subparsers_or_parser) -> argparse.ArgumentParser:
 def _feeds(model_path: str, batch: int, seq_len: int) -> dict:
     import onnx_ir as ir
 
-    from .convert import inputs
+    from ..convert import inputs
 
     plans = inputs.plan_inputs(ir.load(model_path))
     sizes = {"batch": batch, "seq": seq_len, "total": seq_len, "past": 0}
@@ -51,16 +52,13 @@ def _feeds(model_path: str, batch: int, seq_len: int) -> dict:
 def _session(spec: dict, profile_dir: str | None = None):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = spec["threads"]
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = session_options(spec["threads"])
     if profile_dir:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(profile_dir, "fused" if spec["fused"] else "original")
     providers = ["CPUExecutionProvider"]
     if spec["fused"]:
-        from . import EP_NAME, register_custom_ops
+        from .. import register_custom_ops
 
         providers = [EP_NAME, "CPUExecutionProvider"]
         register_custom_ops(options)  # the op's schema, so the model loads (see verify.py)
@@ -105,7 +103,7 @@ def _serve(spec: dict) -> None:
                 if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
                     name = event["name"][: -len("_kernel_time")]
                     per_node[name] = per_node.get(name, 0.0) + event["dur"] * 1e-6
-                    if event.get("args", {}).get("provider") == "FastAttentionEP":
+                    if event.get("args", {}).get("provider") == EP_NAME:
                         ep_s += event["dur"] * 1e-6
             print(json.dumps({"node_s": per_node, "ep_s": ep_s}), flush=True)
             return
@@ -116,7 +114,7 @@ def _serve(spec: dict) -> None:
 class _Contender:
     def __init__(self, label: str, spec: dict):
         self.label, self.times = label, []
-        command = [sys.executable, "-m", "fastattn_onnx.bench_model", "--serve", json.dumps(spec)]
+        command = [sys.executable, "-m", "fastattn_onnx.tools.bench_model", "--serve", json.dumps(spec)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         self._expect("ready")
@@ -207,7 +205,7 @@ def _amdahl_bound(original_s: float, converted_other_s: float, report, batch: in
 
 def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeats: int = 5,
                     threads: int = 2) -> int:
-    from .convert import convert
+    from ..convert import convert
 
     with tempfile.TemporaryDirectory() as tmpdir:
         converted_path = os.path.join(tmpdir, "converted.onnx")
@@ -216,22 +214,17 @@ def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeat
         print(f"model: {model_path}  B={batch} S={seq_len} threads={threads} repeats={repeats}")
         print(f"convert: {report.found} attention subgraph(s) found, {len(report.fused)} fused; "
               f"{result.verify.summary() if result.verify else 'not verified'}")
-        optimized_path, ort_fused, how = _ort_optimized(
-            model_path, report, os.path.join(tmpdir, "ort_optimized.onnx"))
         base = dict(batch=batch, seq_len=seq_len, threads=threads, tmpdir=tmpdir)
         specs = [("original (CPU EP)", {**base, "path": model_path, "fused": False})]
-        if optimized_path:
-            specs.append((f"ORT optimizer, {ort_fused} fused (CPU EP)",
-                          {**base, "path": optimized_path, "fused": False}))
-        else:
-            print(f"ORT optimizer: skipped ({how})")
-        fused_path, script_fused, script_how = _onnxscript_fused(
-            model_path, os.path.join(tmpdir, "onnxscript_fused.onnx"))
-        if fused_path:
-            specs.append((f"onnxscript ort_fusions, {script_fused} fused (CPU EP)",
-                          {**base, "path": fused_path, "fused": False}))
-        else:
-            print(f"onnxscript ort_fusions: skipped ({script_how})")
+        anchors = (("ORT optimizer", lambda out: _ort_optimized(model_path, report, out), "ort_optimized"),
+                   ("onnxscript ort_fusions", lambda out: _onnxscript_fused(model_path, out), "onnxscript_fused"))
+        for name, make, file_stem in anchors:
+            anchor_path, anchor_fused, how = make(os.path.join(tmpdir, f"{file_stem}.onnx"))
+            if anchor_path:
+                specs.append((f"{name}, {anchor_fused} fused (CPU EP)",
+                              {**base, "path": anchor_path, "fused": False}))
+            else:
+                print(f"{name}: skipped ({how})")
         specs.append((f"converted, {len(report.fused)} fused (FastAttentionEP)",
                       {**base, "path": converted_path, "fused": True}))
         contenders = []
@@ -257,7 +250,7 @@ def run_model_bench(model_path: str, seq_len: int = 4096, batch: int = 1, repeat
     for label, row in rows[1:-1]:
         print(f"speed-up vs {label.split(',')[0]}: {row['median_s'] / ours:.2f}x")
     original, converted = rows[0][1], rows[-1][1]
-    ep_s, other_s = _attention_split(converted, ours, lambda name: name.startswith("FastAttentionEP"))
+    ep_s, other_s = _attention_split(converted, ours, lambda name: name.startswith(EP_NAME))
     attention_s = original["median_s"] - other_s  # the nodes outside attention are the same
     flops = _attention_flops(report, batch, seq_len)
     print(f"converted: FastAttention nodes {ep_s * 1e3:.1f} ms ({flops / max(ep_s, 1e-9) / 1e9:.0f} "
@@ -280,7 +273,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--serve"]:
         _serve(json.loads(argv[1]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m fastattn_onnx.bench_model")
+    parser = argparse.ArgumentParser(prog="python -m fastattn_onnx.tools.bench_model")
     add_model_bench(parser)
     args = parser.parse_args(argv)
     return args.run(args)

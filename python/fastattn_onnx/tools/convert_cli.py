@@ -21,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .convert import ConvertError, VerifyError, convert
+    from ..convert import ConvertError, VerifyError, convert
 
     try:
         result = convert(args.model, output_path=args.output, verify=args.verify,
@@ -43,7 +43,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Standalone entry (`python -m fastattn_onnx.convert_cli model.onnx ...`)."""
+    """Standalone entry (`python -m fastattn_onnx.tools.convert_cli model.onnx ...`)."""
     parser = argparse.ArgumentParser(prog="python -m fastattn_onnx")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["convert", *(sys.argv[1:] if argv is None else argv)])

@@ -6,8 +6,6 @@ so that load on the machine hits all contenders alike. Ratios are anchor time / 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -15,6 +13,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..constants import EP_NAME
+from .common import machine_line, session_options, sgemm_rate, time_ms
 
 # (S, N, D, causal): the issue's two speed cases plus the non-causal D=64 reference point.
 SPEED_CASES = [(4096, 8, 64, True), (4096, 8, 128, False), (4096, 8, 64, False)]
@@ -40,26 +41,15 @@ class Case:
         return full * (self.seq + 1) / (2 * self.seq) if self.causal else full
 
 
-def _session_options(threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return so
-
-
 def fastattention_session(case: Case, threads: int, layout: str = "3d"):
     """The user's path: a model with one FastAttention node, run with FastAttentionEP."""
     import onnxruntime as ort
 
-    from . import EP_NAME
-    from .model_builders import build_model
+    from ..model_builders import build_model
 
     model = build_model(layout=layout, seq_q=case.seq, seq_kv=case.seq, num_heads=case.heads,
                         head_dim=case.head_dim, causal=int(case.causal))
-    return ort.InferenceSession(model.SerializeToString(), _session_options(threads),
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads),
                                 providers=[EP_NAME, "CPUExecutionProvider"])
 
 
@@ -79,16 +69,7 @@ def ort_mha_session(case: Case, threads: int, causal_as_bias: bool):
     graph = oh.make_graph([node], "mha", vi, [oh.make_tensor_value_info("o", TensorProto.FLOAT, [1, case.seq, hidden])])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 21), oh.make_opsetid("com.microsoft", 1)],
                           ir_version=10)
-    return ort.InferenceSession(model.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"])
-
-
-def _median_ms(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> dict:
@@ -108,7 +89,7 @@ def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> d
         with torch.no_grad():
             return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=case.causal)
 
-    contenders = {"FastAttentionEP": lambda: ours.run(None, feeds)}
+    contenders = {EP_NAME: lambda: ours.run(None, feeds)}
     contenders["torch SDPA"] = sdpa
     mha = ort_mha_session(case, threads, causal_as_bias=False)
     mha_feeds = {"q": q, "k": k, "v": v}
@@ -120,7 +101,7 @@ def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> d
 
     # Parity first: a fast wrong answer is no answer.
     ref = sdpa().numpy()
-    got = contenders["FastAttentionEP"]()[0]
+    got = contenders[EP_NAME]()[0]
     got = got.reshape(1, case.seq, case.heads, case.head_dim).transpose(0, 2, 1, 3) if layout == "3d" else got
     err = float(np.abs(got - ref).max())
     for fn in contenders.values():  # warm-up
@@ -132,41 +113,16 @@ def bench_speed(case: Case, threads: int, repeats: int, layout: str = "3d") -> d
         # worker threads (ORT's pools, torch's OpenMP) have parked and do not steal cores.
         for name in names[r % len(names):] + names[:r % len(names)]:
             time.sleep(PAUSE_S)
-            samples[name] += _median_ms(contenders[name], 1)
+            samples[name] += time_ms(contenders[name], 1)
     med = {name: statistics.median(ts) for name, ts in samples.items()}
     return {"case": f"{case} {layout}", "max_abs_err_vs_torch": err, "median_ms": med,
-            "gflops_ours": case.attention_flops() / med["FastAttentionEP"] / 1e6}
-
-
-def sgemm_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's float32 GEMM rate (GFLOP/s) through ORT's own MatMul at the same thread
-    count: about the speed attention's two GEMMs can reach."""
-    import onnx.helper as oh
-    import onnxruntime as ort
-    from onnx import TensorProto
-
-    vi = [oh.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "abc"]
-    graph = oh.make_graph([oh.make_node("MatMul", ["a", "b"], ["c"])], "sgemm", vi[:2], vi[2:])
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in "ab"}
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return 2.0 * n**3 / min(times) / 1e9
+            "gflops_ours": case.attention_flops() / med[EP_NAME] / 1e6}
 
 
 def ceiling_line(case: Case, median_ms: dict[str, float], gemm_gflops: float, goals: dict[str, float]) -> str:
     """Our attention rate, and the rate each goal needs, as shares of the machine's float32 GEMM
     rate: attention is two GEMMs plus a softmax, so a goal near or above 100% is at the ceiling."""
-    ours = case.attention_flops() / median_ms["FastAttentionEP"] / 1e6
+    ours = case.attention_flops() / median_ms[EP_NAME] / 1e6
     parts = [f"ours {ours:.0f} GFLOP/s = {ours / gemm_gflops:.0%} of the GEMM rate"]
     for name, factor in goals.items():
         need = case.attention_flops() * factor / median_ms[name] / 1e6
@@ -205,7 +161,7 @@ def bench_memory(threads: int, heads: int = 8, head_dim: int = 64) -> list[dict]
     for seq in MEMORY_SEQ_LENS:
         row = {"seq": seq, "output_mib": seq * heads * head_dim * 4 / 2**20}
         for which in ("ours", "torch"):
-            code = (f"from fastattn_onnx.bench import _peak_rss_child; "
+            code = (f"from fastattn_onnx.tools.bench import _peak_rss_child; "
                     f"_peak_rss_child({seq}, {heads}, {head_dim}, {threads}, {which!r})")
             res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
             if res.returncode != 0:
@@ -213,21 +169,6 @@ def bench_memory(threads: int, heads: int = 8, head_dim: int = 64) -> list[dict]
             row[which] = json.loads(res.stdout.strip().splitlines()[-1])["extra_peak_mib"]
         rows.append(row)
     return rows
-
-
-def machine_line(threads: int) -> str:
-    import onnxruntime as ort
-
-    from . import _kernels
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"machine: {cpu}, {os.cpu_count()} cores, threads={threads}, kernel ISA {_kernels.cpu_isa()}, "
-            f"onnxruntime {ort.__version__}")
 
 
 def run_cpu(args) -> int:
@@ -242,10 +183,10 @@ def run_cpu(args) -> int:
         r = bench_speed(Case(*case), args.threads, args.repeats, args.layout)
         results.append(r)
         med = r["median_ms"]
-        ours = med["FastAttentionEP"]
-        parts = [f"FastAttentionEP {ours:8.1f} ms ({r['gflops_ours']:.0f} GFLOP/s)"]
+        ours = med[EP_NAME]
+        parts = [f"{EP_NAME} {ours:8.1f} ms ({r['gflops_ours']:.0f} GFLOP/s)"]
         for name, ms in med.items():
-            if name != "FastAttentionEP":
+            if name != EP_NAME:
                 parts.append(f"{name} {ms:8.1f} ms ({ms / ours:.2f}x)")
         print(f"cpu f32 {r['case']}: " + " | ".join(parts) + f" | max|err| vs torch {r['max_abs_err_vs_torch']:.1e}")
     gemm_rates.append(sgemm_rate(args.threads))
