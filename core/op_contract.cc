@@ -315,19 +315,19 @@ std::string fill_params(const OpAttributes& a, const TensorArg (&in)[kNumInputs]
 
 AttentionParams params_for_support_check(const OpAttributes& a, const TensorDesc (&in)[kNumInputs], Device device) {
   static char placeholder;  // marks a present tensor; never read
+  int qkv_rank = 3;
+  for (int i : {kQuery, kKey, kValue})
+    if (in[i].rank == 4) qkv_rank = 4;
+  const int rank_of[kNumInputs] = {qkv_rank, qkv_rank, qkv_rank, 4, 2, 4, 4};  // where not known
   TensorArg args[kNumInputs], outs[kNumOutputs];
   for (int i = 0; i < kNumInputs; ++i) {
-    args[i].desc = in[i];
     if (!in[i].present) continue;
-    if (in[i].rank < 0) args[i].desc.dims.assign(i <= kValue || i >= kPastKey ? (i >= kPastKey ? 4 : 3) : 2, 0);
-    for (auto& d : args[i].desc.dims) d = d < 0 ? 0 : d;
-    args[i].desc.rank = static_cast<int>(args[i].desc.dims.size());
+    TensorDesc& d = args[i].desc = in[i];
+    if (d.rank < 0) d.dims.assign(rank_of[i], 0);
+    for (int64_t& n : d.dims) n = n < 0 ? 0 : n;
+    d.rank = static_cast<int>(d.dims.size());
     args[i].data = &placeholder;
   }
-  if (args[kQuery].desc.rank != 3 && args[kQuery].desc.rank != 4) args[kQuery].desc.dims.assign(3, 0);
-  for (int i : {kKey, kValue}) args[i].desc.dims.resize(args[kQuery].desc.dims.size(), 0);
-  for (int i : {kPastKey, kPastValue}) args[i].desc.dims.resize(4, 0);
-  if (args[kKeyPaddingMask].desc.present) args[kKeyPaddingMask].desc.dims.resize(2, 0);
   AttentionParams p;
   fill_params(a, args, outs, device, &p);
   return p;
