@@ -11,7 +11,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fastattn_onnx import EP_NAME
 from fastattn_onnx.convert import ConvertError, convert, default_output_path
 
 
@@ -146,7 +145,7 @@ def test_amdahl_bound_keeps_non_attention_time_and_prices_attention_at_sgemm_rat
 
     # A profile of 1 s: 0.25 s outside attention; its run's median is 2 s.
     profiled = {"node_s": {"proj": 0.25, "FastAttentionEP_0": 0.75}}
-    attention_s, other_s = _attention_split(profiled, 2.0, lambda n: n.startswith(EP_NAME))
+    attention_s, other_s = _attention_split(profiled, 2.0, lambda n: n.startswith("FastAttentionEP"))
     assert (attention_s, other_s) == (pytest.approx(1.5), pytest.approx(0.5))
     fused = [SimpleNamespace(num_heads=2, head_size=64, causal=False)]
     flops = 4.0 * 2 * 1024 * 1024 * 64  # one layer, B=1, S=1024, not causal

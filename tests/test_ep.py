@@ -130,8 +130,8 @@ def test_two_nodes_in_one_graph_both_on_the_ep():
     from onnx import helper
     model, feeds, ref = make_case("4d", "float32", dict(causal=1))
     g = model.graph
-    second = helper.make_node(fastattn_onnx.OP_TYPE, ["output", "key", "value"], ["output2"],
-                              name="fast_attention_1", domain=fastattn_onnx.OP_DOMAIN)
+    second = helper.make_node("FastAttention", ["output", "key", "value"], ["output2"], name="fast_attention_1",
+                              domain="com.fastattention")
     g.node.append(second)
     del g.output[:]
     g.output.append(helper.make_tensor_value_info("output2", onnx.TensorProto.FLOAT, None))

@@ -17,11 +17,13 @@ import time
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 
-from .. import OP_DOMAIN
-from . import analysis, fused_ops, replace, sdpa_decomposed
+from ..constants import OP_DOMAIN, OP_SINCE_VERSION
+from . import analysis, inputs, microsoft_mha, onnx_attention, sdpa_decomposed
+from .emit import emit, report_row
 from .loading import ConvertError, load_model, save_model
 from .probe import ProbeError
-from .report import ConvertReport, FusedAttention, LeftAlone
+from .report import ConvertReport, LeftAlone
+from .rules import find_matches
 from .verify import VerifyError, VerifyResult, fused_session, verify as verify_models
 
 __all__ = ["convert", "convert_model", "ConvertResult", "ConvertError", "VerifyError",
@@ -29,6 +31,10 @@ __all__ = ["convert", "convert_model", "ConvertResult", "ConvertError", "VerifyE
 
 # The fused op's models stay loadable by older runtimes (ORT 1.31 accepts up to 13).
 MAX_IR_VERSION = 10
+
+# Decomposed attention first, then the attention ops already in the graph: the order of the
+# report's rows and of the fastattn_<i> node names.
+RULE_PASSES = (sdpa_decomposed.RULES, {**onnx_attention.RULES, **microsoft_mha.RULES})
 
 
 @dataclasses.dataclass
@@ -51,8 +57,6 @@ def sample_inputs(model_path: str, batch: int = 1, seq: int = 128, padded: bool 
                   seed: int = 0) -> dict:
     """Inputs for running a model side by side: token ids within its vocabulary, an
     attention_mask (left/right padding in rows 1 and 2 if padded), consistent position ids."""
-    from . import inputs
-
     plans = inputs.plan_inputs(ir.load(model_path))
     return inputs.make_inputs(plans, {"batch": batch, "seq": seq, "total": seq, "past": 0},
                               padded=padded, seed=seed)
@@ -75,50 +79,29 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
     """
     report = ConvertReport()
     graph = model.graph
-    matches, skipped = sdpa_decomposed.find(graph)
-    fused_matches, fused_skipped = fused_ops.find(graph)
-    report.found = len(matches) + len(skipped) + len(fused_matches) + len(fused_skipped)
-    report.left += [LeftAlone(name, reason) for name, reason in skipped + fused_skipped]
-    _progress(progress, f"{len(matches) + len(fused_matches)} attention subgraph(s) matched; "
-                        "probing sizes and masks")
+    matches, skipped = [], []
+    for rules in RULE_PASSES:
+        pass_matches, pass_skipped = find_matches(graph, rules)
+        matches += pass_matches
+        skipped += pass_skipped
+    report.found = len(matches) + len(skipped)
+    report.left += [LeftAlone(name, reason) for name, reason in skipped]
+    _progress(progress, f"{len(matches)} attention subgraph(s) matched; probing sizes and masks")
     try:
-        rejected = analysis.analyse(model, matches) + analysis.analyse_fused(model, fused_matches)
+        rejected = analysis.analyse(model, matches)
     except ProbeError as error:
         raise ConvertError(f"cannot probe the original model: {error}") from None
     rejected_ids = {id(found) for found, _ in rejected}
     report.left += [LeftAlone(found.name, reason) for found, reason in rejected]
     nodes_before = sum(1 for _ in graph)
-    index = 0
     for found in matches:
-        if id(found) in rejected_ids:
-            continue
-        fused = replace.replace(graph, found, index)
-        index += 1
-        report.fused.append(FusedAttention(
-            node=fused.name, source="decomposed", num_heads=found.num_heads,
-            kv_num_heads=found.kv_num_heads, head_size=found.head_size, causal=found.causal,
-            window_size=found.window_size,
-            key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
-            attn_bias=found.attn_bias.name if found.attn_bias else None,
-            kv_repeat_removed=found.repeat_kind, kv_cache=found.past_key is not None,
-            softcap=found.softcap, layout="3d" if found.layout_3d else "4d"))
-    for found in fused_matches:
-        if id(found) in rejected_ids:
-            continue
-        source = f"{found.node.domain or 'ai.onnx'}::{found.node.op_type}"
-        fused = fused_ops.replace(graph, found, index)
-        index += 1
-        report.fused.append(FusedAttention(
-            node=fused.name, source=source, num_heads=int(found.num_heads),
-            kv_num_heads=int(found.kv_num_heads), head_size=found.head_size, causal=found.causal,
-            window_size=found.window_size,
-            key_padding_mask=found.key_padding_mask.name if found.key_padding_mask else None,
-            attn_bias=found.attn_bias.name if found.attn_bias else None,
-            kv_cache=found.past_key is not None, softcap=found.softcap,
-            layout="as-is"))  # the fused op's own Q/K/V layout
+        if id(found) not in rejected_ids:
+            fusion = found.fusion()
+            node = emit(graph, fusion, prefix=f"fastattn_{len(report.fused)}")
+            report.fused.append(report_row(fusion, node))
     if report.fused:
         ir_passes.RemoveUnusedNodesPass()(model)
-        model.opset_imports.setdefault(OP_DOMAIN, 1)
+        model.opset_imports.setdefault(OP_DOMAIN, OP_SINCE_VERSION)
         if model.ir_version is None or model.ir_version > MAX_IR_VERSION:
             model.ir_version = MAX_IR_VERSION
     report.removed_nodes = nodes_before - sum(1 for _ in graph)

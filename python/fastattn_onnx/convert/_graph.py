@@ -42,7 +42,8 @@ def producer_op(value: ir.Value | None, *op_types: str) -> ir.Node | None:
     return node
 
 
-def int_attr(node: ir.Node, name: str, default=None):
+def attribute(node: ir.Node, name: str, default=None):
+    """The attribute's value, or `default` when the node does not set it."""
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
 
@@ -64,6 +65,19 @@ def axes_of(node: ir.Node) -> tuple[int, ...] | None:
     return None
 
 
+def input_at(node: ir.Node, i: int) -> ir.Value | None:
+    """Input i, or None when it is omitted (trailing optional inputs may be left out)."""
+    return node.inputs[i] if i < len(node.inputs) else None
+
+
+def output_read(node: ir.Node, i: int) -> bool:
+    """Whether output i exists and anything (a node or the graph outputs) reads it."""
+    if i >= len(node.outputs):
+        return False
+    value = node.outputs[i]
+    return bool(list(value.uses())) or value.is_graph_output()
+
+
 def only_consumer(value: ir.Value) -> ir.Node | None:
     """The single node reading `value`, or None if it has several readers or is a graph output."""
     uses = list(value.uses())
@@ -72,8 +86,9 @@ def only_consumer(value: ir.Value) -> ir.Node | None:
     return uses[0].node
 
 
-def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
-    """Nodes computing `values` and the graph-input names they read."""
+def _walk_back(values: list[ir.Value], size_only=()) -> tuple[list[ir.Node], set[str]]:
+    """Nodes computing `values` and the graph-input names they read; the walk does not go past
+    nodes whose op type is in `size_only` (ops that read only their input's size)."""
     seen: set[int] = set()
     nodes: list[ir.Node] = []
     inputs: set[str] = set()
@@ -90,28 +105,18 @@ def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
             continue
         seen.add(id(node))
         nodes.append(node)
+        if node.op_type in size_only and node.domain in ("", "ai.onnx"):
+            continue
         stack.extend(node.inputs)
     return nodes, inputs
+
+
+def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
+    """Nodes computing `values` and the graph-input names they read."""
+    return _walk_back(values)
 
 
 def value_inputs(value: ir.Value) -> set[str]:
     """Graph inputs whose values (not just sizes) `value` depends on: the walk stops at Shape
     and Size, which read only a tensor's size."""
-    seen: set[int] = set()
-    inputs: set[str] = set()
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if current is None:
-            continue
-        if current.is_graph_input():
-            inputs.add(current.name)
-            continue
-        node = current.producer()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
-            continue
-        stack.extend(node.inputs)
-    return inputs
+    return _walk_back([value], size_only=("Shape", "Size"))[1]

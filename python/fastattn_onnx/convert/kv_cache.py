@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ._graph import int_attr, producer_op
+from ._graph import attribute, producer_op
 
 
 def _cache_concat(value: ir.Value) -> ir.Node | None:
     concat = producer_op(value, "Concat")
-    if concat is None or len(concat.inputs) != 2 or int_attr(concat, "axis") not in (2, -2):
+    if concat is None or len(concat.inputs) != 2 or attribute(concat, "axis") not in (2, -2):
         return None
     past = concat.inputs[0]
     # A cache is a graph input (or comes straight from one); a constant prefix is not a cache.

@@ -4,6 +4,8 @@ the attention go away. Only where every side matches; otherwise the 4D layout st
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import onnx_ir as ir
 
 from ._graph import ints_attr, producer_op
@@ -18,6 +20,15 @@ def split_source(value: ir.Value) -> tuple[ir.Value, ir.Value] | None:
         return None
     reshape = producer_op(transpose.inputs[0], "Reshape")
     return (reshape.inputs[0], reshape.outputs[0]) if reshape is not None else None
+
+
+def merged_source(value: ir.Value) -> ir.Value | None:
+    """x_bhsd for value = Reshape(Transpose(x_bhsd, perm=(0, 2, 1, 3))), the head merge."""
+    reshape = producer_op(value, "Reshape")
+    transpose = producer_op(reshape.inputs[0], "Transpose") if reshape is not None else None
+    if transpose is None or ints_attr(transpose, "perm") != _BSHD_TO_BHSD:
+        return None
+    return transpose.inputs[0]
 
 
 def merge_target(output: ir.Value) -> ir.Node | None:
@@ -49,12 +60,12 @@ def find_3d(found) -> None:
                            "value": value[0], "merged": target.outputs[0]}
 
 
-def check_3d(found, shapes: dict) -> None:
+def check_3d(found, shape: Callable[[ir.Value], tuple[int, ...]]) -> None:
     """Keeps the 3D plan only if the probed shapes are exactly the merged head layouts."""
     plan = found.layout_3d
     if plan is None:
         return
-    q, k, v, out = (shapes[plan[n].name] for n in ("query", "key", "value", "merged"))
+    q, k, v, out = (shape(plan[n]) for n in ("query", "key", "value", "merged"))
     heads, kv_heads, d, dv = found.num_heads, found.kv_num_heads, found.head_size, found.value_head_size
     ok = (len(q) == len(k) == len(v) == len(out) == 3 and q[2] == heads * d
           and k[2] == kv_heads * d and v[2] == kv_heads * dv and out[2] == heads * dv

@@ -1,7 +1,8 @@
 """Decomposed attention: Softmax(scale * Q @ K^T + bias) @ V, as exporters write it.
 
-match() reads the structure backwards from a Softmax; anything it needs to know about sizes
-comes later from probing the model (see analysis.py), never from user flags.
+match() reads the structure backwards from a Softmax (scores.py); the head counts, sizes and what
+each mask means come from probing the model in check() (analysis.py), never from user flags;
+fusion() describes the FastAttention node that replaces it (emit.py).
 """
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import dataclasses
 
 import onnx_ir as ir
 
-from ._graph import int_attr, ints_attr, only_consumer, producer_op, scalar
-from .masks import BLOCKED
 from . import kv_cache, layout
+from ._graph import attribute, only_consumer, producer_op
+from .analysis import Probes
+from .emit import AttentionFusion
 from .gqa_repeat import unrepeated
+from .rules import NoMatch, find_matches
+from .scores import data_readers, peel_biases, peel_scale, peel_softcap, skip_casts, untranspose_key
 
 
 @dataclasses.dataclass
@@ -57,139 +61,49 @@ class AttentionMatch:
     def output(self) -> ir.Value:
         return self.pv_matmul.outputs[0]
 
+    def probe_values(self) -> list[ir.Value]:
+        values = [self.query, self.key, self.value, *self.biases, *self.keep_masks]
+        values += [v for v in (self.past_key, self.past_value) if v is not None]
+        if self.layout_3d:
+            values += [self.layout_3d[n] for n in ("query", "key", "value", "merged")]
+        return values
 
-class NoMatch(Exception):
-    """Why a Softmax is not the core of a fusable attention."""
+    def check(self, probes: Probes) -> None:
+        _check_sizes(self, probes)
+        layout.check_3d(self, probes.shape)
+        _check_masks(self, probes)
 
-
-def _leads_to_scores(value: ir.Value, depth: int = 8) -> bool:
-    """Whether `value` is (scaled, capped, biased) Q @ K^T, i.e. the scores side of an Add."""
-    for _ in range(depth):
-        node = producer_op(value, "MatMul", "Mul", "Div", "Add", "Cast", "Tanh", "Where")
-        if node is None:
-            return False
-        if node.op_type == "MatMul":
-            return True
-        if node.op_type in ("Cast", "Tanh"):
-            value = node.inputs[0]
-            continue
-        if node.op_type == "Where":
-            value = node.inputs[1]
-            continue
-        if node.op_type == "Add":
-            return any(_leads_to_scores(v, depth - 1) for v in node.inputs)
-        value = node.inputs[0] if scalar(node.inputs[1]) is not None else node.inputs[1]
-    return False
-
-
-def _skip_casts(value: ir.Value) -> ir.Value:
-    """Precision casts around the softmax (fp16 scores, fp32 softmax) do not change the math."""
-    while (cast := producer_op(value, "Cast")) is not None:
-        value = cast.inputs[0]
-    return value
-
-
-def _peel_softcap(value: ir.Value) -> tuple[ir.Value, float]:
-    """cap * tanh(x / cap) (Gemma-2 style) -> (x, cap); (value, 0.0) if absent."""
-    outer = producer_op(value, "Mul")
-    if outer is None:
-        return value, 0.0
-    for tanh_side, cap_side in ((0, 1), (1, 0)):
-        cap = scalar(outer.inputs[cap_side])
-        tanh = producer_op(outer.inputs[tanh_side], "Tanh")
-        if cap is None or cap <= 0 or tanh is None:
-            continue
-        divide = producer_op(tanh.inputs[0], "Div", "Mul")
-        if divide is None:
-            continue
-        by = scalar(divide.inputs[1])
-        if by is not None and (by == cap if divide.op_type == "Div" else abs(by * cap - 1) < 1e-6):
-            return divide.inputs[0], cap  # x / cap, or x * (1 / cap)
-    return value, 0.0
-
-
-def _masking_where(value: ir.Value) -> ir.Node | None:
-    """Where(keep, scores, fill) with a blocking scalar fill (older GPT-2 exports)."""
-    where = producer_op(value, "Where")
-    if where is None:
-        return None
-    fill = scalar(where.inputs[2])
-    if fill is None or fill > BLOCKED or not _leads_to_scores(where.inputs[1]):
-        return None
-    return where
-
-
-def _peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value], list[ir.Value]]:
-    """(scores, additive biases, keep-conditions of masking Wheres) before the softmax."""
-    biases, keeps = [], []
-    value = _skip_casts(value)
-    while True:
-        if (where := _masking_where(value)) is not None:
-            # Where(keep, s, fill) == s + Where(keep, 0, fill) wherever a row keeps any key.
-            keeps.append(where.inputs[0])
-            value = _skip_casts(where.inputs[1])
-            continue
-        add = producer_op(value, "Add")
-        if add is None:
-            break
-        a, b = add.inputs
-        if _leads_to_scores(a):
-            value, bias = a, b
-        elif _leads_to_scores(b):
-            value, bias = b, a
+    def fusion(self) -> AttentionFusion:
+        plan = self.layout_3d
+        if plan:  # [B, S, heads*D] straight from the projections (layout.py)
+            query, key, value = plan["query"], plan["key"], plan["value"]
         else:
-            break
-        biases.append(bias)
-        value = _skip_casts(value)
-    return value, biases, keeps
-
-
-def _peel_scale(value: ir.Value) -> tuple[ir.Value, float]:
-    """Strip Mul/Div by scalar constants; returns (inner value, accumulated factor)."""
-    factor = 1.0
-    while True:
-        node = producer_op(value, "Mul", "Div")
-        if node is None:
-            return value, factor
-        right = scalar(node.inputs[1])
-        if node.op_type == "Div":
-            if right is None or right == 0:
-                return value, factor
-            factor /= right
-            value = node.inputs[0]
-            continue
-        left = scalar(node.inputs[0])
-        if right is not None:
-            factor *= right
-            value = node.inputs[0]
-        elif left is not None:
-            factor *= left
-            value = node.inputs[1]
-        else:
-            return value, factor
-
-
-def _untranspose_key(key_t: ir.Value) -> tuple[ir.Value, str, float]:
-    key_t, factor = _peel_scale(key_t)
-    transpose = producer_op(key_t, "Transpose")
-    if transpose is None:
-        raise NoMatch("K^T is not a Transpose of the keys")
-    perm = ints_attr(transpose, "perm")
-    key, inner = _peel_scale(transpose.inputs[0])
-    if perm == (0, 1, 3, 2):
-        return key, "bhsd", factor * inner
-    if perm == (0, 2, 3, 1):
-        return key, "bshd", factor * inner
-    raise NoMatch(f"K^T transpose has perm {perm}, not a [B,H,S,D] -> [B,H,D,S] swap")
-
-
-def _data_readers(value: ir.Value) -> int:
-    """Readers of the values (Shape only reads the size, typically for the mask: not counted)."""
-    return sum(1 for use in value.uses() if use.node.op_type != "Shape") + value.is_graph_output()
+            query, key, value = self.query, self.key, self.value
+        replaced = plan["merged"] if plan else self.output
+        shape_sources = []
+        if self.value_head_size == self.head_size:  # the output has the query's shape
+            if plan:
+                # The old 4D output (still read by Shape nodes) had the shape of the query's
+                # [B, S, H, D] split, transposed.
+                shape_sources = [(self.output, plan["query_bshd"], (0, 2, 1, 3)),
+                                 (replaced, plan["query"], (0, 1, 2))]
+            else:
+                shape_sources = [(self.output, self.query, (0, 1, 2, 3))]
+        presents = [self.present_key, self.present_value] if self.past_key is not None else []
+        return AttentionFusion(
+            source="decomposed", anchor=self.pv_matmul, replaces=[replaced, *presents],
+            query=query, key=key, value=value, key_bshd=plan is None and self.key_layout == "bshd",
+            num_heads=self.num_heads, kv_num_heads=self.kv_num_heads, head_size=self.head_size,
+            scale=self.scale, causal=self.causal, window_size=self.window_size,
+            softcap=self.softcap, attn_bias=self.attn_bias,
+            keep_mask_like=self.query if self.attn_bias_is_keep_mask else None,
+            key_padding_mask=self.key_padding_mask, past_key=self.past_key,
+            past_value=self.past_value, present_readers_stay=True, shape_sources=shape_sources,
+            layout="3d" if plan else "4d", kv_repeat_removed=self.repeat_kind)
 
 
 def match(softmax: ir.Node) -> AttentionMatch:
-    axis = int_attr(softmax, "axis", -1)
+    axis = attribute(softmax, "axis", -1)
     if axis not in (-1, 3):
         raise NoMatch(f"softmax over axis {axis}, not the key axis")
     probs = softmax.outputs[0]
@@ -201,16 +115,16 @@ def match(softmax: ir.Node) -> AttentionMatch:
         raise NoMatch("attention probabilities are read by another consumer")
     if consumer.op_type != "MatMul" or consumer.inputs[0] is not probs:
         raise NoMatch(f"attention probabilities feed {consumer.op_type}, not MatMul(P, V)")
-    scores, biases, keeps = _peel_biases(softmax.inputs[0])
-    scores, softcap = _peel_softcap(scores)
-    scores, scale = _peel_scale(_skip_casts(scores))
+    scores, biases, keeps = peel_biases(softmax.inputs[0])
+    scores, softcap = peel_softcap(scores)
+    scores, scale = peel_scale(skip_casts(scores))
     qk = producer_op(scores, "MatMul")
     if qk is None:
         raise NoMatch("no Q @ K^T MatMul before the softmax")
-    if _data_readers(qk.outputs[0]) != 1 or _data_readers(softmax.inputs[0]) != 1:
+    if data_readers(qk.outputs[0]) != 1 or data_readers(softmax.inputs[0]) != 1:
         raise NoMatch("scores are read by another consumer")
-    query, q_factor = _peel_scale(qk.inputs[0])
-    key, key_layout, k_factor = _untranspose_key(qk.inputs[1])
+    query, q_factor = peel_scale(qk.inputs[0])
+    key, key_layout, k_factor = untranspose_key(qk.inputs[1])
     value = consumer.inputs[1]
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
@@ -227,14 +141,58 @@ def match(softmax: ir.Node) -> AttentionMatch:
     return found
 
 
+RULES = {("", "Softmax"): match}
+
+
 def find(graph: ir.Graph) -> tuple[list[AttentionMatch], list[tuple[str, str]]]:
     """All decomposed attentions, and (softmax name, reason) for each softmax left alone."""
-    matches, skipped = [], []
-    for node in graph:
-        if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
-            continue
-        try:
-            matches.append(match(node))
-        except NoMatch as reason:
-            skipped.append((node.name or "Softmax", str(reason)))
-    return matches, skipped
+    return find_matches(graph, RULES)
+
+
+def _check_sizes(found: AttentionMatch, probes: Probes) -> None:
+    q, k, v = probes.shape(found.query), probes.shape(found.key), probes.shape(found.value)
+    if len(q) != 4 or len(k) != 4 or len(v) != 4:
+        raise NoMatch(f"Q/K/V ranks {len(q)}/{len(k)}/{len(v)}, not 4D")
+    kv_heads = k[2] if found.key_layout == "bshd" else k[1]
+    head_size = k[3]
+    if found.past_key is not None:
+        past = probes.shape(found.past_key)
+        if len(past) != 4 or past[1] != kv_heads or past[3] != head_size:
+            raise NoMatch(f"past key shape {past} does not continue the keys {k}")
+    if any(s[1] != q[1] or s[3] != q[3] for s in probes.shapes(found.query)):
+        raise NoMatch("query heads/head size change with the input size")
+    if q[3] != head_size:
+        raise NoMatch(f"query head size {q[3]} differs from key head size {head_size}")
+    if v[1] != kv_heads:
+        raise NoMatch(f"value has {v[1]} heads, key has {kv_heads}")
+    if found.repeat_kind == "tile4d" and kv_heads != 1:
+        # Tile orders heads h % Hk; the op groups h // (H/Hk): keep the repeated K/V.
+        found.key, found.value = found.repeated_key, found.repeated_value
+        found.repeat_kind, kv_heads = None, q[1]
+    if q[1] % kv_heads:
+        raise NoMatch(f"{q[1]} query heads do not group over {kv_heads} kv heads")
+    found.num_heads, found.kv_num_heads, found.head_size = int(q[1]), int(kv_heads), int(q[3])
+    found.value_head_size = int(v[3])
+
+
+def _check_masks(found: AttentionMatch, probes: Probes) -> None:
+    """Causal/window structure and key padding from the masks; at most one stays a bias."""
+    general, meanings = [], []
+    for mask in [*found.biases, *found.keep_masks]:
+        meaning = probes.mask_meaning(mask)
+        if meaning is None:
+            general.append(mask)
+        else:
+            meanings.append(meaning)
+    if len(general) > 1:
+        raise NoMatch("several general additive biases before the softmax")
+    if len({(m.causal, m.window_size) for m in meanings if m.causal or m.window_size > 0}) > 1:
+        raise NoMatch("masks with different causal/window structure")
+    pads = {m.padding_input for m in meanings if m.padding_input}
+    if len(pads) > 1:
+        raise NoMatch("key padding from several inputs")
+    found.causal = any(m.causal for m in meanings)
+    found.window_size = max((m.window_size for m in meanings), default=-1)
+    found.key_padding_mask = probes.graph_input(pads.pop()) if pads else None
+    found.attn_bias = general[0] if general else None
+    found.attn_bias_is_keep_mask = bool(general) and any(general[0] is k for k in found.keep_masks)

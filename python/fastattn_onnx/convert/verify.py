@@ -12,6 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from . import inputs as model_inputs
+from .loading import ConvertError
 
 # Maximum absolute difference allowed, relative to the largest magnitude of the output.
 TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float16): 1e-2, np.dtype(np.float64): 1e-8}
@@ -118,8 +119,6 @@ def verify(original_path: str, converted_path: str, sizes: dict | None = None,
         converted = fused_session(converted_path)
         actual = converted.run(names, feeds)
     except Exception as error:  # a converted model ORT rejects is a conversion failure
-        from .loading import ConvertError
-
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:400]
         raise ConvertError(f"the converted model does not run in ONNX Runtime: {first}") from None
     checks = compare_outputs(names, expected, actual, rows)
