@@ -94,15 +94,39 @@ std::string node_error(const std::string& op_type, const std::string& node_name,
   return op_type + " node '" + node_name + "': " + rule;
 }
 
-std::string read_attributes(const AttributeSource& source, OpAttributes* a) {
+Rule read_attributes(const AttributeSource& source, OpAttributes* a) {
   *a = OpAttributes{};
-  source.get_int("num_heads", &a->num_heads);
-  source.get_int("kv_num_heads", &a->kv_num_heads);
-  a->has_scale = source.get_float("scale", &a->scale);
-  source.get_int("causal", &a->causal);
-  source.get_int("window_size", &a->window_size);
-  source.get_float("softcap", &a->softcap);
-  return check_attributes(*a);
+  auto kind_text = [](AttrKind k) {
+    return k == AttrKind::kInt ? "an integer" : k == AttrKind::kFloat ? "a float" : "a string, tensor or list";
+  };
+  for (const AttributeSpec& spec : kAttributeSpecs) {
+    const AttrKind want = spec.is_float ? AttrKind::kFloat : AttrKind::kInt, got = source.kind_of(spec.name);
+    if (got != AttrKind::kAbsent && got != want)
+      return type_rule(std::string("attribute ") + spec.name + " must be " + kind_text(want) + ", got " + kind_text(got));
+  }
+  if (source.names) {
+    for (const std::string& name : source.names()) {
+      bool known_name = false;
+      for (const AttributeSpec& spec : kAttributeSpecs) known_name = known_name || name == spec.name;
+      if (!known_name)
+        return {"unknown attribute '" + name + "' (the op has num_heads, kv_num_heads, scale, causal, window_size, softcap)"};
+    }
+  }
+  auto read_int = [&](const char* name, int64_t* v) {
+    if (source.kind_of(name) == AttrKind::kInt) *v = source.get_int(name);
+  };
+  auto read_float = [&](const char* name, float* v) {
+    const bool present = source.kind_of(name) == AttrKind::kFloat;
+    if (present) *v = source.get_float(name);
+    return present;
+  };
+  read_int("num_heads", &a->num_heads);
+  read_int("kv_num_heads", &a->kv_num_heads);
+  a->has_scale = read_float("scale", &a->scale);
+  read_int("causal", &a->causal);
+  read_int("window_size", &a->window_size);
+  read_float("softcap", &a->softcap);
+  return {check_attributes(*a)};
 }
 
 std::string check_attributes(const OpAttributes& a) {

@@ -59,16 +59,24 @@ struct OpAttributes {
   float softcap = 0.f;
 };
 
+// What a node holds under an attribute name.
+enum class AttrKind { kAbsent, kInt, kFloat, kOther };
+
 // Where a caller's attributes come from (an ORT kernel info, a shape-inference context, a graph
-// node, Python keywords): each getter returns false when the attribute is absent.
+// node, Python keywords). get_int / get_float are called only for names whose kind_of says so.
 struct AttributeSource {
-  std::function<bool(const char* name, int64_t* value)> get_int;
-  std::function<bool(const char* name, float* value)> get_float;
+  std::function<AttrKind(const char* name)> kind_of;
+  std::function<int64_t(const char* name)> get_int;
+  std::function<float(const char* name)> get_float;
+  // Every attribute name the node has, where the caller can list them (a graph node, Python
+  // keywords); left empty where it cannot (ONNX Runtime gives a custom op's kernel and its shape
+  // inference no list, so a misspelt name is caught only on the EP path and by onnx.checker).
+  std::function<std::vector<std::string>()> names;
 };
 
 // The one attribute reader: reads every attribute of kAttributeSpecs, keeps the defaults of
-// absent ones and validates them. Returns "" or the broken rule.
-std::string read_attributes(const AttributeSource& source, OpAttributes* a);
+// absent ones and validates them; an attribute of the wrong type, or (where the source lists
+// names) one the op does not have, is an error too. Returns "" or the broken rule.
 std::string check_attributes(const OpAttributes& a);
 
 // What is known about one input or output: absent, or an element type and dims.
@@ -90,6 +98,8 @@ struct Rule {
   bool about_type = false;
   bool broken() const { return !text.empty(); }
 };
+
+Rule read_attributes(const AttributeSource& source, OpAttributes* a);
 
 // Checks every rule that the known types and dims allow and derives the output descriptions
 // (dims < 0 where not derivable).

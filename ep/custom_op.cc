@@ -54,8 +54,8 @@ OrtStatus* ORT_API_CALL create_kernel(const OrtCustomOp*, const OrtApi*, const O
     std::vector<char> name(size + 1, '\0');
     FASTATTN_RETURN_IF_ERROR(ort().KernelInfo_GetNodeName(info, name.data(), &size));
     cfg->name = name.data();
-    if (auto rule = core::read_attributes(attributes_of(info), &cfg->attrs); !rule.empty())
-      return make_error(core::node_error(kOpType, cfg->name, rule));
+    if (auto rule = core::read_attributes(attributes_of(info), &cfg->attrs); rule.broken())
+      return make_error(core::node_error(kOpType, cfg->name, rule.text));
     for (int i = 0; i < kNumInputs; ++i) cfg->input_index[i] = i;
     for (int i = 0; i < kNumOutputs; ++i) cfg->output_index[i] = i;
     *kernel = cfg.release();
@@ -87,7 +87,7 @@ std::vector<std::string> output_dim_names(const TensorDesc& out, const std::vect
 OrtStatus* infer_shapes_impl(OrtShapeInferContext* ctx, std::string* rule) {
   return guarded([&]() -> OrtStatus* {
     OpAttributes a;
-    if (*rule = core::read_attributes(attributes_of(ctx), &a); !rule->empty()) return nullptr;
+    if (*rule = core::read_attributes(attributes_of(ctx), &a).text; !rule->empty()) return nullptr;
     size_t count = 0;
     FASTATTN_RETURN_IF_ERROR(ort().ShapeInferContext_GetInputCount(ctx, &count));
     TensorDesc in[kNumInputs];

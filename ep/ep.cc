@@ -33,6 +33,13 @@ struct ComputeInfo : OrtNodeComputeInfo {
   static void ORT_API_CALL ReleaseStateImpl(OrtNodeComputeInfo*, void*) noexcept {}
 };
 
+// Each node becomes its own fused node: the kernel is the whole computation.
+OrtStatus* add_node(OrtEpGraphSupportInfo* support, const OrtNode* node) {
+  OrtNodeFusionOptions options{};
+  options.ort_version_supported = ORT_API_VERSION;
+  return ort_ep().EpGraphSupportInfo_AddNodesToFuse(support, &node, 1, &options);
+}
+
 int index_of(const std::vector<std::string>& names, const std::string& name) {
   for (size_t i = 0; i < names.size(); ++i)
     if (names[i] == name) return static_cast<int>(i);
@@ -72,9 +79,13 @@ OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* g
       NodeConfig cfg;
       TensorDesc in[core::kNumInputs];
       if (is_fast_attention(v)) {
-        // A FastAttention node that breaks the contract fails the session here, with the rule.
-        if (auto rule = translate_fast_attention(node, v, &cfg, in); !rule.empty())
-          return make_error(core::node_error(core::kOpType, v.name, rule));
+        // A FastAttention node that breaks the contract is claimed all the same: Compile then fails
+        // the session with the rule. (ONNX Runtime only logs an error returned from here and runs
+        // the node elsewhere, e.g. with a misspelt attribute that its custom-op path cannot see.)
+        if (!translate_fast_attention(node, v, &cfg, in).empty()) {
+          FASTATTN_RETURN_IF_ERROR(add_node(support, node));
+          continue;
+        }
       } else if (is_onnx_attention(v)) {
         if (auto why = translate_onnx_attention(node, v, &cfg, in); !why.empty()) {
           ep->log(ORT_LOGGING_LEVEL_INFO, "Attention node '" + v.name + "' left to other EPs: " + why);
@@ -90,10 +101,7 @@ OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* g
         ep->log(ORT_LOGGING_LEVEL_INFO, v.op_type + " node '" + v.name + "' left to other EPs: " + why);
         continue;
       }
-      // Each node becomes its own fused node: the kernel is the whole computation.
-      OrtNodeFusionOptions options{};
-      options.ort_version_supported = ORT_API_VERSION;
-      FASTATTN_RETURN_IF_ERROR(ort_ep().EpGraphSupportInfo_AddNodesToFuse(support, &node, 1, &options));
+      FASTATTN_RETURN_IF_ERROR(add_node(support, node));
     }
     return nullptr;
   });

@@ -32,8 +32,18 @@ OrtStatus* value_info(const OrtValueInfo* vi, TensorDesc* t, std::string* name) 
 }
 
 // ONNX Attention's own integer and float attributes (its names are not FastAttention's).
-bool attr_int(const OrtNode* node, const char* name, int64_t* out) { return attributes_of(node).get_int(name, out); }
-bool attr_float(const OrtNode* node, const char* name, float* out) { return attributes_of(node).get_float(name, out); }
+bool attr_int(const OrtNode* node, const char* name, int64_t* out) {
+  const core::AttributeSource source = attributes_of(node);
+  if (source.kind_of(name) != core::AttrKind::kInt) return false;
+  *out = source.get_int(name);
+  return true;
+}
+bool attr_float(const OrtNode* node, const char* name, float* out) {
+  const core::AttributeSource source = attributes_of(node);
+  if (source.kind_of(name) != core::AttrKind::kFloat) return false;
+  *out = source.get_float(name);
+  return true;
+}
 
 bool has_input(const NodeView& v, size_t i) { return i < v.input_names.size() && !v.input_names[i].empty(); }
 bool has_output(const NodeView& v, size_t i) { return i < v.output_names.size() && !v.output_names[i].empty(); }
@@ -76,7 +86,7 @@ std::string translate_fast_attention(const OrtNode* node, const NodeView& v, Nod
                                      TensorDesc (&in)[kNumInputs]) {
   cfg->op_type = core::kOpType;
   cfg->name = v.name;
-  if (auto rule = core::read_attributes(attributes_of(node), &cfg->attrs); !rule.empty()) return rule;
+  if (auto rule = core::read_attributes(attributes_of(node), &cfg->attrs); rule.broken()) return rule.text;
   if (v.inputs.size() > kNumInputs) return "has " + std::to_string(v.inputs.size()) + " inputs, at most 7 allowed";
   if (v.output_names.size() > kNumOutputs)
     return "has " + std::to_string(v.output_names.size()) + " outputs, at most 3 allowed";
@@ -102,6 +112,7 @@ std::string translate_onnx_attention(const OrtNode* node, const NodeView& v, Nod
   attr_int(node, "q_num_heads", &a.num_heads);
   attr_int(node, "kv_num_heads", &a.kv_num_heads);
   a.has_scale = attr_float(node, "scale", &a.scale);
+  if (a.has_scale && !(a.scale > 0.f)) return "scale <= 0 (ONNX Runtime's own Attention kernel rejects it)";
   attr_int(node, "is_causal", &is_causal);
   attr_float(node, "softcap", &a.softcap);
   a.causal = is_causal;

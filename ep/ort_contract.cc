@@ -21,9 +21,29 @@ bool absent(OrtStatus* s) {
   return true;
 }
 
-bool read_attr(const OrtOpAttr* attr, OrtOpAttrType type, void* out, size_t size) {
+core::AttrKind kind_of(const OrtOpAttr* attr) {
+  if (!attr) return core::AttrKind::kAbsent;
+  OrtOpAttrType type = ORT_OP_ATTR_UNDEFINED;
+  if (absent(ort().OpAttr_GetType(attr, &type))) return core::AttrKind::kOther;
+  return type == ORT_OP_ATTR_INT ? core::AttrKind::kInt : type == ORT_OP_ATTR_FLOAT ? core::AttrKind::kFloat
+                                                                                   : core::AttrKind::kOther;
+}
+
+template <typename T>
+T read_attr(const OrtOpAttr* attr, OrtOpAttrType type) {
+  T v{};
   size_t written = 0;
-  return attr && !absent(ort().ReadOpAttr(attr, type, out, size, &written));
+  if (OrtStatus* s = ort().ReadOpAttr(attr, type, &v, sizeof(v), &written)) ort().ReleaseStatus(s);
+  return v;
+}
+
+// An attribute source over OrtOpAttrs found by name (graph nodes and shape inference).
+template <typename Find>
+core::AttributeSource op_attr_source(Find find) {
+  return {[find](const char* name) { return kind_of(find(name)); },
+          [find](const char* name) { return read_attr<int64_t>(find(name), ORT_OP_ATTR_INT); },
+          [find](const char* name) { return read_attr<float>(find(name), ORT_OP_ATTR_FLOAT); },
+          {}};
 }
 
 }  // namespace
@@ -60,26 +80,58 @@ OrtStatus* describe(const OrtValue* value, TensorDesc* desc) {
 }
 
 core::AttributeSource attributes_of(const OrtKernelInfo* info) {
-  return {[info](const char* name, int64_t* v) { return !absent(ort().KernelInfoGetAttribute_int64(info, name, v)); },
-          [info](const char* name, float* v) { return !absent(ort().KernelInfoGetAttribute_float(info, name, v)); }};
+  // A kernel info reads attributes by name and type only: the kind is the getter that succeeds.
+  auto kind = [info](const char* name) {
+    int64_t i = 0;
+    float f = 0.f;
+    size_t n = 0;
+    if (!absent(ort().KernelInfoGetAttribute_int64(info, name, &i))) return core::AttrKind::kInt;
+    if (!absent(ort().KernelInfoGetAttribute_float(info, name, &f))) return core::AttrKind::kFloat;
+    if (!absent(ort().KernelInfoGetAttribute_string(info, name, nullptr, &n)) ||
+        !absent(ort().KernelInfoGetAttributeArray_int64(info, name, nullptr, &n)) ||
+        !absent(ort().KernelInfoGetAttributeArray_float(info, name, nullptr, &n)))
+      return core::AttrKind::kOther;
+    return core::AttrKind::kAbsent;
+  };
+  return {kind,
+          [info](const char* name) {
+            int64_t v = 0;
+            absent(ort().KernelInfoGetAttribute_int64(info, name, &v));
+            return v;
+          },
+          [info](const char* name) {
+            float v = 0.f;
+            absent(ort().KernelInfoGetAttribute_float(info, name, &v));
+            return v;
+          },
+          {}};
 }
 
 core::AttributeSource attributes_of(OrtShapeInferContext* ctx) {
-  auto find = [ctx](const char* name) {
+  return op_attr_source([ctx](const char* name) {
     const OrtOpAttr* attr = nullptr;
     return absent(ort().ShapeInferContext_GetAttribute(ctx, name, &attr)) ? nullptr : attr;
-  };
-  return {[find](const char* name, int64_t* v) { return read_attr(find(name), ORT_OP_ATTR_INT, v, sizeof(*v)); },
-          [find](const char* name, float* v) { return read_attr(find(name), ORT_OP_ATTR_FLOAT, v, sizeof(*v)); }};
+  });
 }
 
 core::AttributeSource attributes_of(const OrtNode* node) {
-  auto find = [node](const char* name) {
+  core::AttributeSource source = op_attr_source([node](const char* name) {
     const OrtOpAttr* attr = nullptr;  // absent, or not in the schema (custom ops declare none)
     return absent(ort().Node_GetAttributeByName(node, name, &attr)) ? nullptr : attr;
+  });
+  source.names = [node] {
+    std::vector<std::string> names;
+    size_t n = 0;
+    if (absent(ort().Node_GetNumAttributes(node, &n)) || n == 0) return names;
+    std::vector<const OrtOpAttr*> attrs(n, nullptr);
+    if (absent(ort().Node_GetAttributes(node, attrs.data(), n))) return names;
+    for (const OrtOpAttr* attr : attrs) {
+      const char* name = nullptr;
+      if (attr && !absent(ort().OpAttr_GetName(attr, &name)) && name) names.emplace_back(name);
+    }
+    return names;
   };
-  return {[find](const char* name, int64_t* v) { return read_attr(find(name), ORT_OP_ATTR_INT, v, sizeof(*v)); },
-          [find](const char* name, float* v) { return read_attr(find(name), ORT_OP_ATTR_FLOAT, v, sizeof(*v)); }};
+  return source;
 }
 
 }  // namespace fastattn::ep

@@ -14,6 +14,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -25,17 +28,19 @@ namespace fastattn::cpu {
 
 class ForkJoinPool {
  public:
+  // A thread that cannot be started (a pids limit in a container) is an error of the call: the
+  // workers already started are joined first, so no joinable std::thread is ever destroyed
+  // (that would abort the process).
   explicit ForkJoinPool(int threads) {
-    for (int w = 1; w < threads; ++w) workers_.emplace_back([this] { worker_loop(); });
-  }
-  ~ForkJoinPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
+    try {
+      for (int w = 1; w < threads; ++w) workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::system_error& e) {
+      stop_and_join();
+      throw std::runtime_error("could not start " + std::to_string(threads - 1) + " worker threads (" + e.what() +
+                               "); try a smaller num_threads");
     }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
   }
+  ~ForkJoinPool() { stop_and_join(); }
   ForkJoinPool(const ForkJoinPool&) = delete;
   ForkJoinPool& operator=(const ForkJoinPool&) = delete;
 
@@ -71,6 +76,15 @@ class ForkJoinPool {
         if (!error_) error_ = std::current_exception();
       }
     }
+  }
+  void stop_and_join() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
   }
   void worker_loop() {
     uint64_t seen = 0;

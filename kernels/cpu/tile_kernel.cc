@@ -25,6 +25,16 @@ inline const void* elem_at(const void* base, int64_t idx, ElemType t) {
   return static_cast<const char*>(base) + idx * static_cast<int64_t>(elem_size(t));
 }
 
+// True when x[0, n) holds a NaN or an infinity (all exponent bits set).
+inline bool any_nonfinite(const float* x, int64_t n) {
+  uint32_t worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t e = float_to_bits(x[i]) & 0x7f800000u;
+    worst = e > worst ? e : worst;
+  }
+  return worst == 0x7f800000u;
+}
+
 // Rows of a view as a GEMM operand: the tensor itself for float32 (no copy), else the rows
 // converted into buf.
 struct FloatRows {
@@ -186,17 +196,16 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
     // Maxima and shifts are kept in log2 units (scaled by log2 e), so the exp of the hot loop
     // is one FMA and a 2^t; the common rounding of a shift cancels with its own rescale.
     const float a2 = a * 1.44269504088896341f;
-    bool any_visible = false;
     for (int64_t r = 0; r < mq; ++r) {
       const float m_old = row_max[r], m_tile = a2 * tile_max[r];
       const float m_new = m_tile > m_old ? m_tile : m_old;
-      any_visible |= m_new != kNegInf;
-      // A row with nothing visible yet (also: bias -inf everywhere) keeps P = 2^-inf = 0.
+      // A row with nothing visible yet (also: bias -inf everywhere) keeps P = 2^-inf = 0; its
+      // NaN logits (a NaN query, say: the max skips NaN) still give P = NaN: NaN in, NaN out, at
+      // every S_q (the tile is not skipped when no row has a finite maximum).
       row_shift[r] = m_new == kNegInf ? 0.f : m_new;
       row_rescale[r] = m_new == kNegInf ? 1.f : exp2_approx(m_old - m_new);  // 0 when m_old is -inf
       row_max[r] = m_new;
     }
-    if (!any_visible) continue;
     for (int64_t r = mq; r < mq_pad; ++r) row_shift[r] = 0.f;  // padding columns: finite, unused
     for (int64_t r = 0; r < mq_pad; ++r) tile_sum[r] = 0.f;
     for (int64_t c = 0; c < nk; ++c) {
@@ -224,6 +233,29 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
       if (o_ld > Dv)
         for (int64_t c = 0; c < nk; ++c)
           for (int64_t d = Dv; d < o_ld; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
+    }
+    // Hidden keys must not contribute, whatever their bits: in P V, 0 * NaN (or inf) would. In a
+    // tile with hidden (row, key) pairs, a value row holding a NaN or an inf is added by hand to
+    // the rows that see its key, and zeroed for the GEMM (in a scratch copy if the tile is the
+    // shared packed one). Only such tiles scan, only such rows pay.
+    if (padding_mixed || !structural_full) {
+      for (int64_t c = 0; c < nk; ++c) {
+        const float* row = v.data + c * v.ld;
+        if (!any_nonfinite(row, Dv)) continue;
+        const int64_t j = j0 + c;
+        const bool key_shown = !padding_mixed || key_visible(p, b, j);
+        for (int64_t r = 0; r < mq; ++r) {
+          if (!key_shown || j < row_lo[r] || j >= row_hi[r]) continue;
+          const float pr = scores[c * ld + r];
+          for (int64_t d = 0; d < Dv; ++d) acc[r * o_ld + d] += pr * row[d];
+        }
+        if (v.data != scratch + sl.v) {  // the packed tile is shared: take a copy to change
+          for (int64_t i = 0; i < nk; ++i)
+            for (int64_t d = 0; d < o_ld; ++d) scratch[sl.v + i * sl.v_ld + d] = v.data[i * v.ld + d];
+          v = FloatRows{scratch + sl.v, sl.v_ld};
+        }
+        for (int64_t d = 0; d < Dv; ++d) scratch[sl.v + c * sl.v_ld + d] = 0.f;
+      }
     }
     small_gemm<true>(mq, o_ld, nk, scores, ld, v.data, v.ld, acc, o_ld, /*accumulate=*/true, nullptr,
                      triangle ? row_extent : nullptr);

@@ -43,8 +43,8 @@ def _infer(ctx) -> None:
     attributes = {}
     for name in ATTRIBUTE_DEFAULTS:
         a = ctx.get_attribute(name)
-        if a is not None:
-            attributes[name] = a.f if a.type == onnx.AttributeProto.FLOAT else a.i
+        if a is not None:  # as its own type: the contract names a wrong one
+            attributes[name] = onnx.helper.get_attribute_value(a)
     described, symbolic = [], []
     for i in range(7):
         t = ctx.get_input_type(i) if i < ctx.get_num_inputs() and ctx.has_input(i) else None

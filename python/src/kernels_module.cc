@@ -48,10 +48,35 @@ DType dtype_named(const std::string& name) {
   return DType::kOther;
 }
 
-py::array contiguous(const py::array& a, const char* name) {
+// Anything NumPy turns into an array (a list, a CPU torch tensor) is taken as np.asarray would;
+// what it cannot turn into one is a TypeError naming the argument.
+py::array contiguous(const py::object& a, const char* name) {
   py::array c = py::array::ensure(a, py::array::c_style);
-  if (!c) throw py::type_error(std::string(name) + " must be an array");
+  if (!c) {
+    PyErr_Clear();
+    throw py::type_error(std::string(name) + " must be an array (NumPy, or anything numpy.asarray accepts), got " +
+                         std::string(py::str(py::type::of(a).attr("__name__"))));
+  }
   return c;
+}
+
+// The bytes an array's elements span (inputs and outputs must not overlap: the kernel writes
+// outputs while it still reads inputs).
+std::pair<const char*, const char*> extent(const py::array& a) {
+  const char* lo = static_cast<const char*>(a.data());
+  const char* hi = lo;
+  if (a.size() == 0) return {lo, lo};
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    const py::ssize_t step = (a.shape(i) - 1) * a.strides(i);
+    (step < 0 ? lo : hi) += step;
+  }
+  return {lo, hi + a.itemsize()};
+}
+
+bool overlap(const py::array& a, const py::array& b) {
+  const auto [a0, a1] = extent(a);
+  const auto [b0, b1] = extent(b);
+  return a0 < b1 && b0 < a1;
 }
 
 TensorArg arg_of(const py::array& a, bool uint16_is_bf16) {
@@ -67,33 +92,43 @@ TensorArg arg_of(const py::array& a, bool uint16_is_bf16) {
   return t;
 }
 
-// Attributes from Python values by name (absent: not in the dict), through the one reader.
-core::OpAttributes read_attributes(const py::dict& values) {
-  core::AttributeSource source{
-      [&](const char* name, int64_t* v) {
-        if (!values.contains(name) || values[name].is_none()) return false;
-        *v = values[name].cast<int64_t>();
-        return true;
-      },
-      [&](const char* name, float* v) {
-        if (!values.contains(name) || values[name].is_none()) return false;
-        *v = static_cast<float>(values[name].cast<double>());
-        return true;
-      }};
-  core::OpAttributes a;
-  if (auto rule = core::read_attributes(source, &a); !rule.empty()) throw py::value_error(rule);
-  return a;
-}
-
 void raise(const core::Rule& rule) {
   if (rule.about_type) throw py::type_error(rule.text);
   throw py::value_error(rule.text);
 }
 
+// Attributes from Python values by name (absent: not in the dict, or None), through the one
+// reader: a Python int (or bool) is an integer attribute, a float a float one.
+core::OpAttributes read_attributes(const py::dict& values) {
+  auto get = [&](const char* name) { return values.contains(name) ? py::object(values[name]) : py::object(py::none()); };
+  core::AttributeSource source{
+      [get](const char* name) {
+        const py::object v = get(name);
+        if (v.is_none()) return core::AttrKind::kAbsent;
+        if (py::isinstance<py::int_>(v)) return core::AttrKind::kInt;  // bool is an int too
+        if (py::isinstance<py::float_>(v)) return core::AttrKind::kFloat;
+        return core::AttrKind::kOther;
+      },
+      [get](const char* name) { return get(name).cast<int64_t>(); },
+      [get](const char* name) { return static_cast<float>(get(name).cast<double>()); },
+      [&values] {
+        std::vector<std::string> names;
+        for (const auto& item : values) names.push_back(py::str(item.first));
+        return names;
+      }};
+  core::OpAttributes a;
+  if (auto rule = core::read_attributes(source, &a); rule.broken()) raise(rule);
+  return a;
+}
+
+
 // A caller-provided output: exactly this dtype and shape, C-contiguous and writeable (the
 // kernel writes into it in place, so tests can poison it first).
-py::array checked_output(const py::array& a, const py::dtype& dtype, const std::vector<int64_t>& shape,
+py::array checked_output(const py::object& given, const py::dtype& dtype, const std::vector<int64_t>& shape,
                          const char* name) {
+  if (!py::isinstance<py::array>(given))
+    throw py::type_error(std::string(name) + " must be a NumPy array (the kernel writes into it)");
+  const py::array a = py::reinterpret_borrow<py::array>(given);
   if (!a.dtype().equal(dtype)) throw py::type_error(std::string(name) + " must have the query's dtype");
   if (a.ndim() != static_cast<py::ssize_t>(shape.size()) || !std::equal(shape.begin(), shape.end(), a.shape()))
     throw py::value_error(std::string(name) + " has the wrong shape");
@@ -102,38 +137,47 @@ py::array checked_output(const py::array& a, const py::dtype& dtype, const std::
   return a;
 }
 
-py::object attention(py::array q, py::array k, py::array v, std::optional<int64_t> num_heads,
-                     std::optional<int64_t> kv_num_heads, std::optional<double> scale, bool causal,
-                     int64_t window_size, double softcap, std::optional<py::array> attn_bias,
-                     std::optional<py::array> key_padding_mask, std::optional<py::array> past_key,
-                     std::optional<py::array> past_value, bool return_present, int num_threads,
-                     std::optional<py::array> out_arg, std::optional<py::array> present_key_arg,
-                     std::optional<py::array> present_value_arg, std::optional<std::string> dtype_name) {
+// The attributes arrive as Python objects and go through the contract's reader, so a wrong type
+// (window_size=2.0) is the same sentence as on the ONNX Runtime paths, not pybind's signature.
+py::object attention(py::object q, py::object k, py::object v, py::object num_heads, py::object kv_num_heads,
+                     py::object scale, py::object causal, py::object window_size, py::object softcap,
+                     std::optional<py::object> attn_bias,
+                     std::optional<py::object> key_padding_mask, std::optional<py::object> past_key,
+                     std::optional<py::object> past_value, bool return_present, int num_threads,
+                     std::optional<py::object> out_arg, std::optional<py::object> present_key_arg,
+                     std::optional<py::object> present_value_arg, std::optional<std::string> dtype_name) {
   if (dtype_name && *dtype_name != "bfloat16")
     throw py::value_error("dtype may only be \"bfloat16\" (to read uint16 arrays as bfloat16 bits)");
   const bool bf16_bits = dtype_name.has_value();
   py::dict values;
-  values["num_heads"] = num_heads;
-  values["kv_num_heads"] = kv_num_heads;
-  values["scale"] = scale;
-  values["causal"] = causal ? 1 : 0;
-  values["window_size"] = window_size;
-  values["softcap"] = softcap;
+  // Python numbers as the attribute types they stand for: integers (and NumPy integers, bools)
+  // for the integer attributes, any real number for the float ones; anything else is passed on
+  // for the reader to name.
+  auto integer = [](const py::object& x) {
+    return !x.is_none() && PyIndex_Check(x.ptr()) ? py::object(py::int_(PyNumber_Index(x.ptr()), false)) : x;
+  };
+  auto real = [](const py::object& x) {
+    const bool number = !x.is_none() && !py::isinstance<py::str>(x) && py::hasattr(x, "__float__");
+    return number ? py::object(py::float_(x)) : x;
+  };
+  values["num_heads"] = integer(num_heads);
+  values["kv_num_heads"] = integer(kv_num_heads);
+  values["scale"] = real(scale);
+  values["causal"] = integer(causal);
+  values["window_size"] = integer(window_size);
+  values["softcap"] = real(softcap);
   const core::OpAttributes attrs = read_attributes(values);
 
   // Arrays stay alive (and contiguous copies of strided ones exist) until the kernel is done.
   py::array arrays[core::kNumInputs];
-  const std::optional<py::array>* given[core::kNumInputs] = {nullptr, nullptr, nullptr, &attn_bias,
-                                                              &key_padding_mask, &past_key, &past_value};
-  arrays[core::kQuery] = q;
-  arrays[core::kKey] = k;
-  arrays[core::kValue] = v;
+  const std::optional<py::object>* given[core::kNumInputs] = {nullptr, nullptr, nullptr, &attn_bias,
+                                                               &key_padding_mask, &past_key, &past_value};
+  const py::object* required[3] = {&q, &k, &v};
   TensorArg in[core::kNumInputs];
   TensorDesc in_desc[core::kNumInputs];
   for (int i = 0; i < core::kNumInputs; ++i) {
     if (given[i] && !given[i]->has_value()) continue;
-    if (given[i]) arrays[i] = **given[i];
-    arrays[i] = contiguous(arrays[i], core::kInputNames[i]);
+    arrays[i] = contiguous(given[i] ? **given[i] : *required[i], core::kInputNames[i]);
     in[i] = arg_of(arrays[i], bf16_bits);
     in_desc[i] = in[i].desc;
   }
@@ -142,14 +186,22 @@ py::object attention(py::array q, py::array k, py::array v, std::optional<int64_
 
   // Presents are computed when asked for or when preallocated; then the result is a tuple.
   return_present = return_present || present_key_arg || present_value_arg;
-  const std::optional<py::array>* out_given[core::kNumOutputs] = {&out_arg, &present_key_arg, &present_value_arg};
+  const std::optional<py::object>* out_given[core::kNumOutputs] = {&out_arg, &present_key_arg, &present_value_arg};
   py::array outputs[core::kNumOutputs];
   TensorArg out[core::kNumOutputs];
   for (int i = 0; i < core::kNumOutputs; ++i) {
     if (i != core::kOutput && !return_present) continue;
     const auto& dims = out_desc[i].dims;
-    outputs[i] = out_given[i]->has_value() ? checked_output(**out_given[i], q.dtype(), dims, core::kOutputNames[i])
-                                           : py::array(arrays[core::kQuery].dtype(), dims);
+    const py::dtype dtype = arrays[core::kQuery].dtype();
+    outputs[i] = out_given[i]->has_value() ? checked_output(**out_given[i], dtype, dims, core::kOutputNames[i])
+                                           : py::array(dtype, dims);
+    for (const py::array& input : arrays)
+      if (out_given[i]->has_value() && input && overlap(outputs[i], input))
+        throw py::value_error(std::string(core::kOutputNames[i]) + " must not share memory with an input");
+    for (int j = 0; j < i; ++j)
+      if (out_given[i]->has_value() && outputs[j] && overlap(outputs[i], outputs[j]))
+        throw py::value_error(std::string(core::kOutputNames[i]) + " must not share memory with " +
+                              core::kOutputNames[j]);
     out[i] = arg_of(outputs[i], bf16_bits);
   }
   fastattn::AttentionParams p;
@@ -217,7 +269,7 @@ PYBIND11_MODULE(_kernels, m) {
   m.doc() = "FastAttention kernels on NumPy arrays";
   m.def("attention", &attention, py::arg("query"), py::arg("key"), py::arg("value"), py::kw_only(),
         py::arg("num_heads") = py::none(), py::arg("kv_num_heads") = py::none(), py::arg("scale") = py::none(),
-        py::arg("causal") = false, py::arg("window_size") = -1, py::arg("softcap") = 0.0,
+        py::arg("causal") = 0, py::arg("window_size") = -1, py::arg("softcap") = 0.0,
         py::arg("attn_bias") = py::none(), py::arg("key_padding_mask") = py::none(),
         py::arg("past_key") = py::none(), py::arg("past_value") = py::none(),
         py::arg("return_present") = false, py::arg("num_threads") = 0, py::arg("out") = py::none(),
