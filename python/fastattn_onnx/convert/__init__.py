@@ -20,7 +20,7 @@ import onnx_ir.passes.common as ir_passes
 from ..constants import OP_DOMAIN, OP_SINCE_VERSION
 from . import analysis, inputs, microsoft_mha, onnx_attention, sdpa_decomposed
 from .emit import emit, report_row
-from .loading import ConvertError, load_model, save_model
+from .loading import ConvertError, check_paths, load_model, save_model, source_files
 from .probe import ProbeError
 from .report import ConvertReport, LeftAlone
 from .rules import find_matches
@@ -131,10 +131,12 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
     if input_path is not None:
         input_path = os.fspath(input_path)
         output_path = output_path or default_output_path(input_path)
-        if os.path.abspath(output_path) == os.path.abspath(input_path):
-            raise ConvertError("the output path is the input file; refusing to overwrite it")
+    # Before anything is read: the input is a regular file, each output is a regular file (or
+    # absent) in a writable directory and no name of the input (symlinks, hard links resolved).
+    check_paths(input_path, output_path, report_path)
     _progress(progress, f"loading {input_path or 'model'}")
     model = load_model(model_or_path)
+    sources = source_files(input_path, model)  # the input and its external data: never written
     with tempfile.TemporaryDirectory() as scratch:
         original_path = input_path
         if original_path is None and verify:  # verification runs from files: keep the original
@@ -143,11 +145,11 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
         report = convert_model(model, progress=progress)  # in place (an onnx_ir.Model input too)
         report.input_path, report.output_path = input_path, output_path
         result = ConvertResult(model, report, output_path, None)
-        if output_path is None and not verify:
+        if output_path is None and not verify and not report_path:
             return result
         target = output_path or os.path.join(scratch, "converted.onnx")
         _progress(progress, f"writing {target}")
-        pending = save_model(model, target, atomic=True, commit=False)
+        pending = save_model(model, target, atomic=True, commit=False, sources=sources)
         try:
             if verify and report.fused:
                 _progress(progress, "verifying in ONNX Runtime")
@@ -158,10 +160,10 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
                                  "providers": result.verify.converted_providers}
                 if not result.verify.ok:
                     raise VerifyError(result.verify)
+            if report_path:  # written before the model is moved into place, or nothing is
+                pending.add_json(report_path, report.to_dict(), sources)
             pending.commit()
         finally:
             pending.discard()
-    if report_path:
-        report.write_json(report_path)
     _progress(progress, f"done in {time.perf_counter() - started:.1f} s")
     return result

@@ -4,14 +4,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Exit codes (documented in --help): scripts can tell a bad model from a bad path.
+EXIT_OK, EXIT_BAD_MODEL, EXIT_VERIFY_FAILED, EXIT_INPUT_IO, EXIT_OUTPUT_IO = 0, 2, 3, 4, 5
+
+EPILOG = """\
+exit codes:
+  0  converted and written
+  2  the input is not a model this converter can read or convert (also: bad arguments)
+  3  the converted model does not match the original; nothing written
+  4  the input cannot be read: no such file, a directory/FIFO/device, no permission, I/O error
+  5  an output cannot be written: missing or unwritable directory, read-only file system,
+     the path is a directory/device/FIFO or names the input (or its external data), disk
+     full; nothing written (the model, its .data file and the report are moved into place
+     together, the report first, only once everything succeeded)
+"""
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert", help="rewrite a model's attention into com.fastattention::FastAttention",
         description="Find every attention subgraph in an ONNX model, replace each with one "
-                    "FastAttention node, and verify the result in ONNX Runtime.")
+                    "FastAttention node, and verify the result in ONNX Runtime.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="input .onnx file (never overwritten)")
-    parser.add_argument("-o", "--output", help="output path (default: <model>.fa.onnx beside it)")
+    parser.add_argument("-o", "--output", help="output path (default: <model>.fa.onnx beside it); "
+                        "only ever replaces a regular file, keeping its permissions")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="run original and converted on random inputs and compare (default on)")
     parser.add_argument("--report", metavar="JSON", help="write the conversion report here")
@@ -20,15 +37,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
 def run(args) -> int:
     from ..convert import ConvertError, VerifyError, convert
+    from ..convert.loading import InputFileError, OutputFileError
 
     try:
         result = convert(args.model, output_path=args.output, verify=args.verify,
                          report_path=args.report, progress=not args.quiet)
+    except InputFileError as error:
+        _error(str(error))
+        return EXIT_INPUT_IO
+    except OutputFileError as error:
+        _error(str(error) if error.partial else f"{error}; nothing written")
+        return EXIT_OUTPUT_IO
     except ConvertError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        _error(str(error))
+        return EXIT_BAD_MODEL
     except VerifyError as error:
         print(f"error: converted model does not match the original; nothing written.\n"
               f"  {error}", file=sys.stderr)
@@ -36,10 +64,14 @@ def run(args) -> int:
             if not check.ok:
                 print(f"  output {check.name}: max|diff| {check.max_abs_error:.3g} > "
                       f"{check.tolerance:.3g}", file=sys.stderr)
-        return 3
+        return EXIT_VERIFY_FAILED
+    except OSError as error:  # anything the checks above did not name (e.g. scratch space)
+        where = f"{error.filename}: " if error.filename else ""
+        _error(f"{where}{error.strerror or error}; nothing written")
+        return EXIT_OUTPUT_IO
     print(result.report.summary())
     print(f"wrote {result.output_path}")
-    return 0
+    return EXIT_OK
 
 
 def main(argv=None) -> int:
