@@ -16,7 +16,10 @@ from ._graph import backward_slice, constant_array, value_inputs
 from .probe import ProbeError, read_values
 from .rules import Match, NoMatch
 
-PROBE_SIZES = ({"batch": 3, "seq": 13}, {"batch": 2, "seq": 6})
+PROBE_SIZES = ({"batch": 3, "seq": 13}, {"batch": 2, "seq": 6}, {"batch": 1, "seq": 3})
+# Probe 0 has left and right padding, probe 1 none; probe 2 (batch 1) pads a middle token: a
+# mask read as key padding must block exactly the padded keys in every one of these patterns.
+PROBE_PADDING = ("mixed", "none", "holes")
 # Sliding windows are invisible at short lengths: masks reading an integer constant in this
 # range are probed again just past it.
 WINDOW_PROBE_RANGE = (8, 16384)
@@ -26,7 +29,7 @@ _POSITION_ARITHMETIC = {"Add", "Sub", "Less", "LessOrEqual", "Greater", "Greater
 
 @dataclasses.dataclass
 class Probes:
-    """The original model's values on the probe inputs (probe 0 is the padded one)."""
+    """The original model's values on the probe inputs (PROBE_SIZES, PROBE_PADDING)."""
 
     model: ir.Model
     plans: list[model_inputs.InputPlan]
@@ -37,6 +40,9 @@ class Probes:
     def shape(self, value: ir.Value) -> tuple[int, ...]:
         """The value's shape on probe 0."""
         return self.arrays[0][value.name].shape
+
+    def dtype(self, value: ir.Value) -> np.dtype:
+        return self.arrays[0][value.name].dtype
 
     def shapes(self, value: ir.Value) -> list[tuple[int, ...]]:
         return [probe[value.name].shape for probe in self.arrays]
@@ -92,8 +98,8 @@ def analyse(model: ir.Model, matches: list[Match]) -> list[tuple[Match, str]]:
     if not matches:
         return []
     plans = model_inputs.plan_inputs(model)
-    feeds = [model_inputs.make_inputs(plans, sizes, padded=(k == 0))
-             for k, sizes in enumerate(PROBE_SIZES)]
+    feeds = [model_inputs.make_inputs(plans, sizes, padded=pattern)
+             for sizes, pattern in zip(PROBE_SIZES, PROBE_PADDING)]
     wanted = [value for found in matches for value in found.probe_values()]
     probes = Probes(model, plans, feeds, read_values(model, wanted, feeds),
                     {p.name for p in plans if p.kind == "mask"})

@@ -31,6 +31,9 @@ class AttentionFusion:
     window_size: int = -1
     softcap: float = 0.0
     attn_bias: ir.Value | None = None
+    # Further additive terms of attn_bias's type (masks that must stay additive beside a general
+    # bias): the op gets their sum.
+    added_biases: list[ir.Value] = dataclasses.field(default_factory=list)
     # Set when attn_bias is a bool keep-mask: it becomes additive in this value's float type.
     keep_mask_like: ir.Value | None = None
     key_padding_mask: ir.Value | None = None
@@ -98,6 +101,10 @@ def emit(graph: ir.Graph, fusion: AttentionFusion, prefix: str) -> ir.Node:
         key = transpose.outputs[0]
     if fusion.keep_mask_like is not None:
         nodes += keep_mask_to_bias(bias, fusion.keep_mask_like, prefix)
+        bias = nodes[-1].outputs[0]
+    for j, term in enumerate(fusion.added_biases):  # of attn_bias's type (the rule checks)
+        nodes.append(ir.node("Add", [bias, term], name=f"{prefix}/bias_sum_{j}"))
+        nodes[-1].outputs[0].name = f"{prefix}/bias_sum_{j}"
         bias = nodes[-1].outputs[0]
     if fusion.kv_merge_heads:
         nodes += _merge_heads(key, value)

@@ -34,6 +34,9 @@ class FusedOpMatch:
     key_padding_mask: ir.Value | None = None
     past_key: ir.Value | None = None
     past_value: ir.Value | None = None
+    # The op's own causal and key_padding_mask only add a finite value (MultiHeadAttention's
+    # mask_filter_value, -10000 by default): hard masks only while no general bias is added.
+    finite_masking: bool = False
     # 3D K/V that were expanded from fewer kv heads: the [B, Hk, S, D] sources (gqa_repeat.py),
     # found with the match; check() keeps them only where the probed sizes agree.
     kv_sources: tuple[ir.Value, ir.Value] | None = dataclasses.field(init=False)
@@ -120,6 +123,11 @@ def _check_mask(found: FusedOpMatch, probes: Probes) -> None:
     if any(s[-1] != t for s, t in zip(probes.shapes(found.mask), s_total)):
         raise NoMatch("attn_mask shorter than the keys (padded by the op) is not mapped")
     meaning = probes.mask_meaning(found.mask)
+    if meaning is None and found.finite_masking and (found.causal or found.key_padding_mask):
+        # A general bias can lower visible keys as far as the op's finite masking lowers the
+        # masked ones (sdpa_decomposed._check_masks): the fused op's hard masks would differ.
+        raise NoMatch("causal/key_padding_mask with a finite mask_filter_value beside a general "
+                      "attention_bias is not mapped")
     if meaning is not None and meaning.padding_input and found.key_padding_mask is not None:
         meaning = None  # padding already given another way: keep this mask as a bias
     if meaning is None:

@@ -97,20 +97,36 @@ def _dim_size(dim, sizes: dict) -> int:
     return FALLBACK_DIM
 
 
-def padding_mask(batch: int, seq: int, dtype, rng: np.random.Generator) -> np.ndarray:
-    """Ones, with left padding in one row and right padding in another (never a fully padded row)."""
+# Padding patterns of a [B, S] attention mask (no row is ever fully padded):
+#   mixed: row 0 full, left padding in row 1, right padding in row 2 (S >= 4);
+#   left / right: row b padded by min(b + 1, S - 1) tokens on that side;
+#   holes: scattered padded tokens (every third, shifted per row): not a prefix or suffix.
+PADDING_PATTERNS = ("none", "mixed", "left", "right", "holes")
+
+
+def padding_mask(batch: int, seq: int, dtype, rng: np.random.Generator | None = None,
+                 pattern: str = "mixed") -> np.ndarray:
+    """A [batch, seq] mask (1 = real token) in one of PADDING_PATTERNS."""
+    if pattern not in PADDING_PATTERNS:
+        raise ValueError(f"unknown padding pattern {pattern!r}")
     mask = np.ones((batch, seq), dtype=np.int64)
-    if seq >= 4:
-        pad = max(1, seq // 4)
-        if batch >= 2:
-            mask[1, :pad] = 0  # left padding
-        if batch >= 3:
-            mask[2, seq - pad:] = 0  # right padding
+    for b in range(batch):
+        if pattern == "mixed" and seq >= 4 and b in (1, 2):
+            pad = max(1, seq // 4)
+            mask[b, slice(None, pad) if b == 1 else slice(seq - pad, None)] = 0
+        elif pattern in ("left", "right") and seq >= 2:
+            pad = min(b + 1, seq - 1)
+            mask[b, slice(None, pad) if pattern == "left" else slice(seq - pad, None)] = 0
+        elif pattern == "holes" and seq >= 2:
+            mask[b, (np.arange(seq) + b) % 3 == 1] = 0
+            mask[b, b % seq] = 1  # never a fully padded row
     return mask.astype(dtype)
 
 
-def make_inputs(plans: list[InputPlan], sizes: dict | None = None, padded: bool = True,
+def make_inputs(plans: list[InputPlan], sizes: dict | None = None, padded: bool | str = True,
                 seed: int = 0) -> dict[str, np.ndarray]:
+    """padded: True ("mixed"), False ("none") or one of PADDING_PATTERNS for [B, S] masks."""
+    pattern = {True: "mixed", False: "none"}.get(padded, padded)
     given = sizes or {}
     sizes = {**DEFAULT_DIMS, **given}
     if "total" not in given:
@@ -123,7 +139,7 @@ def make_inputs(plans: list[InputPlan], sizes: dict | None = None, padded: bool 
         if plan.kind == "ids":
             feeds[plan.name] = rng.integers(0, plan.vocab, size=shape).astype(plan.dtype)
         elif plan.kind == "mask" and len(shape) == 2:
-            mask = padding_mask(*shape, plan.dtype, rng) if padded else np.ones(shape, plan.dtype)
+            mask = padding_mask(*shape, plan.dtype, rng, pattern)
             feeds[plan.name] = mask
             masks.append(mask)
         elif plan.kind in ("mask", "bool"):

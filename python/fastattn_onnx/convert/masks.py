@@ -5,6 +5,11 @@ Exporters build the S x S mask in many ways (Trilu, Range comparisons, Where wit
 match each construction, the mask is evaluated on probe inputs and compared with the structures
 the fused op expresses without a tensor: causal, sliding window, key padding from a [B, S] input.
 Anything else stays an additive attn_bias.
+
+A mask that blocks with a finite value (-10000, dtype-min) only lowers the blocked keys; it equals
+a hard mask only while nothing else added to the scores can lower the visible keys as far.
+`MaskMeaning.hard` says whether every blocked value is -inf (a hard mask whatever else is added);
+the rules decide from the other terms (sdpa_decomposed._check_masks).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ class MaskMeaning:
     causal: bool
     window_size: int  # -1: none
     padding_input: str | None  # graph input giving key_padding_mask
+    hard: bool = True  # every blocked value is -inf (else finite: see the module docstring)
 
 
 def visible_keys(s_q: int, s_total: int, causal: bool, window_size: int) -> np.ndarray:
@@ -53,6 +59,11 @@ def _as_visibility(mask: np.ndarray) -> np.ndarray | None:
 def _structure_candidates(visible: np.ndarray) -> list[tuple[bool, int]]:
     """(causal, window) guesses from one probe's visibility, best first."""
     _, s_q, s_kv = visible.shape
+    if s_q == 1:
+        # One query row, broadcast over every query ([B, 1, 1, S] padding masks of encoders):
+        # each query sees the same keys, which no causal or window structure gives. (With one
+        # real query, a decode step, causal and not causal are the same.)
+        return [(False, -1)]
     offset = s_kv - s_q
     i = np.arange(s_q)[:, None] + offset
     j = np.arange(s_kv)[None, :]
@@ -95,9 +106,11 @@ def classify(masks: list[np.ndarray], paddings: list[dict[str, np.ndarray]]) -> 
     # The longest probe is the one that can show a sliding window.
     guesses = _structure_candidates(max(unpadded, key=lambda v: v.shape[-1]))
     inputs = list(paddings[0]) + [None] if paddings else [None]
+    # Values are 0 or blocking here (_as_visibility): hard if every blocking one is -inf.
+    hard = all(np.all(np.isneginf(m[m != 0])) for m in map(np.asarray, masks))
     for causal, window in guesses:
         for name in inputs:
             if all(_matches(v, causal, window, p.get(name) if name else None)
                    for v, p in zip(visibilities, paddings)):
-                return MaskMeaning(causal, window, name)
+                return MaskMeaning(causal, window, name, hard)
     return None

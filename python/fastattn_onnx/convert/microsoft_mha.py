@@ -27,7 +27,8 @@ def match(node: ir.Node) -> FusedOpMatch:
                         causal=bool(attribute(node, "unidirectional", 0)),
                         # attention_bias is additive: probed like a decomposed mask
                         key_padding_mask=input_at(node, 4), mask=input_at(node, 5),
-                        past_key=input_at(node, 6), past_value=input_at(node, 7))
+                        past_key=input_at(node, 6), past_value=input_at(node, 7),
+                        finite_masking=True)
 
 
 def _not_mapped(reason: str):

@@ -67,14 +67,14 @@ def _masking_where(value: ir.Value) -> ir.Node | None:
     return where
 
 
-def peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value], list[ir.Value]]:
-    """(scores, additive biases, keep-conditions of masking Wheres) before the softmax."""
+def peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value], list[tuple[ir.Value, float]]]:
+    """(scores, additive biases, (keep-condition, fill) of masking Wheres) before the softmax."""
     biases, keeps = [], []
     value = skip_casts(value)
     while True:
         if (where := _masking_where(value)) is not None:
             # Where(keep, s, fill) == s + Where(keep, 0, fill) wherever a row keeps any key.
-            keeps.append(where.inputs[0])
+            keeps.append((where.inputs[0], scalar(where.inputs[2])))
             value = skip_casts(where.inputs[1])
             continue
         add = producer_op(value, "Add")

@@ -7,6 +7,7 @@ fusion() describes the FastAttention node that replaces it (emit.py).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import onnx_ir as ir
 
@@ -30,6 +31,7 @@ class AttentionMatch:
     scale: float
     biases: list[ir.Value]  # additive terms before the softmax
     keep_masks: list[ir.Value] = dataclasses.field(default_factory=list)  # bool: True = keep
+    keep_fills: list[float] = dataclasses.field(default_factory=list)  # each Where's fill value
     softcap: float = 0.0
     repeat_kind: str | None = None  # repeat_kv form removed from K and V, if any
     repeated_key: ir.Value | None = None  # K and V as the graph had them, repeated to H heads
@@ -52,6 +54,7 @@ class AttentionMatch:
     key_padding_mask: ir.Value | None = None
     attn_bias: ir.Value | None = None
     attn_bias_is_keep_mask: bool = False  # attn_bias is a bool keep-mask: made additive on replace
+    added_biases: list[ir.Value] = dataclasses.field(default_factory=list)  # summed onto attn_bias
 
     @property
     def name(self) -> str:
@@ -95,15 +98,26 @@ class AttentionMatch:
             query=query, key=key, value=value, key_bshd=plan is None and self.key_layout == "bshd",
             num_heads=self.num_heads, kv_num_heads=self.kv_num_heads, head_size=self.head_size,
             scale=self.scale, causal=self.causal, window_size=self.window_size,
-            softcap=self.softcap, attn_bias=self.attn_bias,
+            softcap=self.softcap, attn_bias=self.attn_bias, added_biases=self.added_biases,
             keep_mask_like=self.query if self.attn_bias_is_keep_mask else None,
             key_padding_mask=self.key_padding_mask, past_key=self.past_key,
             past_value=self.past_value, present_readers_stay=True, shape_sources=shape_sources,
             layout="3d" if plan else "4d", kv_repeat_removed=self.repeat_kind)
 
 
+def _softmax_axis(softmax: ir.Node) -> int:
+    """The axis attribute, or its default: -1 from opset 13; 1 before, where Softmax flattens the
+    input to 2D at `axis` and normalises over every axis from there (only axis == rank - 1, here
+    3 or -1, is the key axis alone)."""
+    version = softmax.version
+    if version is None and softmax.graph is not None:
+        version = softmax.graph.opset_imports.get("")
+    default = -1 if version is None or version >= 13 else 1
+    return attribute(softmax, "axis", default)
+
+
 def match(softmax: ir.Node) -> AttentionMatch:
-    axis = attribute(softmax, "axis", -1)
+    axis = _softmax_axis(softmax)
     if axis not in (-1, 3):
         raise NoMatch(f"softmax over axis {axis}, not the key axis")
     probs = softmax.outputs[0]
@@ -129,7 +143,8 @@ def match(softmax: ir.Node) -> AttentionMatch:
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
                            scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk,
-                           softcap=softcap, keep_masks=keeps)
+                           softcap=softcap, keep_masks=[k for k, _ in keeps],
+                           keep_fills=[f for _, f in keeps])
     if key_layout == "bhsd":
         kv_key, key_repeat = unrepeated(key)
         kv_value, value_repeat = unrepeated(value)
@@ -176,16 +191,46 @@ def _check_sizes(found: AttentionMatch, probes: Probes) -> None:
 
 
 def _check_masks(found: AttentionMatch, probes: Probes) -> None:
-    """Causal/window structure and key padding from the masks; at most one stays a bias."""
-    general, meanings = [], []
-    for mask in [*found.biases, *found.keep_masks]:
-        meaning = probes.mask_meaning(mask)
+    """Causal/window structure and key padding from the masks; the rest stays additive.
+
+    A term read as structure becomes a hard mask: its keys are removed outright. The original
+    only adds the blocking value; with -inf that is the same, with a finite one (-10000,
+    dtype-min) only while nothing else added to the scores can lower the visible keys as far.
+    Besides Q K^T and the structure terms (0 at every key they keep, so they never lower a key
+    that stays visible) the terms are general biases: any function of the inputs, e.g.
+    Where(scores > 0, 0, -10000), which lowers visible keys by the same 10000. So beside a
+    general bias only -inf terms become hard masks; finite ones stay additive, summed with it.
+    (Q K^T itself must stay within 1e4 in a row for the original's own -10000 to mask; that
+    much is taken from the model, not proven.)
+    """
+    free = []  # general additive biases, then the finite masks that must stay beside them
+    pure_keeps = []  # keep-masks that are no structure: made a -inf bias (at most one)
+    meanings, structure_biases = [], []  # structure read; (bias, meaning) not yet decided
+    for bias in found.biases:
+        meaning = probes.mask_meaning(bias)
         if meaning is None:
-            general.append(mask)
+            free.append(bias)
+        else:
+            structure_biases.append((bias, meaning))
+    for keep, fill in zip(found.keep_masks, found.keep_fills):
+        # Where(keep, scores, fill) sets the fill, so it is a pure mask whatever keep computes.
+        hard = fill == -math.inf
+        if free and not hard:
+            raise NoMatch(f"Where(keep, scores, {fill:g}) beside a general additive bias: the "
+                          "bias can lower kept keys to the fill, so neither a hard mask nor a "
+                          "bias equals it")
+        meaning = probes.mask_meaning(keep)
+        if meaning is None:
+            pure_keeps.append(keep)
         else:
             meanings.append(meaning)
-    if len(general) > 1:
-        raise NoMatch("several general additive biases before the softmax")
+    for bias, meaning in structure_biases:
+        if free and not meaning.hard:
+            free.append(bias)  # finite blocking beside a general bias: kept additive
+        else:
+            meanings.append(meaning)
+    if len(pure_keeps) > 1:
+        raise NoMatch("several general keep-masks before the softmax")
     if len({(m.causal, m.window_size) for m in meanings if m.causal or m.window_size > 0}) > 1:
         raise NoMatch("masks with different causal/window structure")
     pads = {m.padding_input for m in meanings if m.padding_input}
@@ -194,5 +239,10 @@ def _check_masks(found: AttentionMatch, probes: Probes) -> None:
     found.causal = any(m.causal for m in meanings)
     found.window_size = max((m.window_size for m in meanings), default=-1)
     found.key_padding_mask = probes.graph_input(pads.pop()) if pads else None
-    found.attn_bias = general[0] if general else None
-    found.attn_bias_is_keep_mask = bool(general) and any(general[0] is k for k in found.keep_masks)
+    other_types = {str(probes.dtype(t)) for t in free} - {str(probes.dtype(found.query))}
+    if other_types:  # the op's attn_bias has the query's type (a keep-mask is made so)
+        raise NoMatch(f"additive bias of type {', '.join(sorted(other_types))}, not the query's")
+    terms = pure_keeps + free
+    found.attn_bias = terms[0] if terms else None
+    found.added_biases = terms[1:]
+    found.attn_bias_is_keep_mask = bool(pure_keeps)

@@ -1,5 +1,10 @@
 """Prove the converted model computes what the original does, in ONNX Runtime, on random inputs.
 
+One sample proves little: a mask read from the probes may hold only for the sizes and padding
+the probes had. So both models run on several samples (samples()): the main sizes with left and
+right padding, length 1, length 2 with one padded token on either side, batch 1, and scattered
+padding at a length past 16 that is not a multiple of it. Each output's worst sample is reported.
+
 Outputs are compared at real (non-padding) token positions only: at a padding query position
 every key is blocked, where the original softmax spreads uniformly over blocked keys and the
 fused op returns zeros. Those positions are padding by definition and never read downstream.
@@ -31,15 +36,28 @@ class OutputCheck:
 @dataclasses.dataclass
 class VerifyResult:
     ok: bool
-    outputs: list[OutputCheck]
-    sizes: dict
+    outputs: list[OutputCheck]  # per output, its worst sample
+    sizes: dict  # the main sample's sizes
     converted_providers: list[str]
+    samples: list[dict] = dataclasses.field(default_factory=list)  # sizes, padding, ok, worst
 
     def summary(self) -> str:
-        worst = max(self.outputs, key=lambda c: c.max_abs_error / max(c.tolerance, 1e-30))
+        worst = max(self.outputs, key=_badness)
         state = "passed" if self.ok else "FAILED"
-        return (f"verify {state}: {len(self.outputs)} output(s), worst {worst.name} "
-                f"max|diff| {worst.max_abs_error:.3g} (allowed {worst.tolerance:.3g})")
+        failed = [s for s in self.samples if not s["ok"]]
+        where = f" on {_describe(failed[0])}" if failed else ""
+        return (f"verify {state}: {len(self.outputs)} output(s), {len(self.samples)} input "
+                f"sample(s), worst {worst.name} max|diff| {worst.max_abs_error:.3g} "
+                f"(allowed {worst.tolerance:.3g}){where}")
+
+
+def _badness(check: OutputCheck) -> float:
+    return check.max_abs_error / max(check.tolerance, 1e-30)
+
+
+def _describe(sample: dict) -> str:
+    sizes = sample["sizes"]
+    return f"batch {sizes.get('batch')}, length {sizes.get('seq')}, padding {sample['padding']}"
 
 
 class VerifyError(RuntimeError):
@@ -54,14 +72,19 @@ def _tolerance(array: np.ndarray) -> float:
     return TOLERANCE.get(array.dtype, 0.0)  # integer/bool outputs must match exactly
 
 
-def _valid_positions(array: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    """Entries of `array` at real token positions ([B, S] rows on axis 0 and the first S axis)."""
+def _valid_positions(array: np.ndarray, rows: np.ndarray | None,
+                     seq: int | None = None) -> np.ndarray:
+    """Entries of `array` at real token positions ([B, S] rows on axis 0 and the first S axis;
+    with a cache the mask covers past + new tokens, and an axis of the `seq` new tokens takes
+    the mask's last `seq` columns)."""
     if rows is None or array.ndim < 2 or array.shape[0] != rows.shape[0]:
         return array.reshape(-1)
-    for axis in range(1, array.ndim):
-        if array.shape[axis] == rows.shape[1]:
-            moved = np.moveaxis(array, axis, 1)
-            return moved[rows]
+    for length, columns in ((rows.shape[1], rows), (seq, rows[:, -seq:] if seq else None)):
+        if columns is None or length > rows.shape[1]:
+            continue
+        for axis in range(1, array.ndim):
+            if array.shape[axis] == length:
+                return np.moveaxis(array, axis, 1)[columns]
     return array.reshape(-1)
 
 
@@ -81,11 +104,11 @@ def fused_session(path_or_bytes, providers=None, options=None):
     return ort.InferenceSession(path_or_bytes, options, providers=providers)
 
 
-def compare_outputs(names, expected, actual, rows) -> list[OutputCheck]:
+def compare_outputs(names, expected, actual, rows, seq: int | None = None) -> list[OutputCheck]:
     checks = []
     for name, want, got in zip(names, expected, actual):
-        want_v = _valid_positions(np.asarray(want), rows)
-        got_v = _valid_positions(np.asarray(got), rows)
+        want_v = _valid_positions(np.asarray(want), rows, seq)
+        got_v = _valid_positions(np.asarray(got), rows, seq)
         if want_v.shape != got_v.shape:
             checks.append(OutputCheck(name, float("inf"), 0.0, 0.0, False))
             continue
@@ -99,28 +122,59 @@ def compare_outputs(names, expected, actual, rows) -> list[OutputCheck]:
     return checks
 
 
+def samples(sizes: dict | None = None) -> list[tuple[dict, str]]:
+    """(sizes, padding pattern) of each verification sample; the first is the main one."""
+    given = {k: v for k, v in (sizes or {}).items() if k not in ("batch", "seq", "total")}
+    seq = {**model_inputs.DEFAULT_DIMS, **(sizes or {})}["seq"]
+    scattered = max(17, seq + 2)
+    scattered += scattered % 16 == 0  # past 16 (two tiles), never a multiple of 16
+    return [(sizes or {}, "mixed"),  # left and right padding beside a full row
+            ({**given, "batch": 1, "seq": 1}, "none"),
+            ({**given, "batch": 1, "seq": 2}, "right"),  # one padded token, batch 1
+            ({**given, "batch": 2, "seq": 2}, "left"),
+            ({**given, "batch": 2, "seq": scattered}, "holes")]
+
+
 def verify(original_path: str, converted_path: str, sizes: dict | None = None,
            seed: int = 0) -> VerifyResult:
-    """Run both models on the same random inputs; raise nothing, return the comparison."""
+    """Run both models on the same random inputs (samples()); raise nothing, return the
+    comparison. A sample the original itself cannot run (other than the main one) is skipped."""
     import onnxruntime as ort
 
     original_ir = ir.load(original_path)
     plans = model_inputs.plan_inputs(original_ir)
     del original_ir
-    feeds = model_inputs.make_inputs(plans, sizes, padded=True, seed=seed)
-    rows = model_inputs.row_validity(plans, feeds)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     reference = ort.InferenceSession(original_path, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in reference.get_outputs()]
-    expected = reference.run(names, feeds)
+    references = []  # (sizes, padding, feeds, expected): all first, then one session at a time
+    for k, (sample_sizes, padding) in enumerate(samples(sizes)):
+        feeds = model_inputs.make_inputs(plans, sample_sizes, padded=padding, seed=seed + k)
+        try:
+            references.append((sample_sizes, padding, feeds, reference.run(names, feeds)))
+        except Exception:
+            if k == 0:
+                raise
+            # the original does not run at these sizes: nothing to compare
     del reference
     try:
         converted = fused_session(converted_path)
-        actual = converted.run(names, feeds)
+        actual = [converted.run(names, feeds) for _, _, feeds, _ in references]
     except Exception as error:  # a converted model ORT rejects is a conversion failure
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:400]
         raise ConvertError(f"the converted model does not run in ONNX Runtime: {first}") from None
-    checks = compare_outputs(names, expected, actual, rows)
-    return VerifyResult(all(c.ok for c in checks), checks,
-                        {**model_inputs.DEFAULT_DIMS, **(sizes or {})}, converted.get_providers())
+    worst, runs = {}, []
+    for (sample_sizes, padding, feeds, expected), got in zip(references, actual):
+        resolved = {**model_inputs.DEFAULT_DIMS, **sample_sizes}
+        checks = compare_outputs(names, expected, got, model_inputs.row_validity(plans, feeds),
+                                 seq=resolved["seq"])
+        for check in checks:
+            if check.name not in worst or _badness(check) > _badness(worst[check.name]):
+                worst[check.name] = check
+        runs.append({"sizes": resolved, "padding": padding, "ok": all(c.ok for c in checks),
+                     "worst": dataclasses.asdict(max(checks, key=_badness))})
+    outputs = [worst[name] for name in names]
+    return VerifyResult(all(r["ok"] for r in runs), outputs,
+                        {**model_inputs.DEFAULT_DIMS, **(sizes or {})},
+                        converted.get_providers(), runs)
