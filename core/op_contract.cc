@@ -55,7 +55,9 @@ std::vector<int64_t> strides_of(const TensorArg& t) {
 std::string view_of(const TensorArg& t, const char* name, int64_t heads, TensorView* v) {
   const auto& d = t.desc.dims;
   const std::vector<int64_t> st = strides_of(t);
-  if (d.back() > 1 && st.back() != 1) return std::string(name) + " must be contiguous in its last axis";
+  bool empty = false;  // NumPy gives empty arrays any strides: nothing to read, nothing to check
+  for (int64_t n : d) empty = empty || n == 0;
+  if (!empty && d.back() > 1 && st.back() != 1) return std::string(name) + " must be contiguous in its last axis";
   v->data = t.data;
   v->dtype = elem_type(t.desc.dtype);
   v->batch_stride = st[0];
@@ -126,6 +128,10 @@ Rule read_attributes(const AttributeSource& source, OpAttributes* a) {
   read_int("causal", &a->causal);
   read_int("window_size", &a->window_size);
   read_float("softcap", &a->softcap);
+  // 0 in OpAttributes means "not given": a given 0 (or less) is named here, where presence is known.
+  for (const char* name : {"num_heads", "kv_num_heads"})
+    if (source.kind_of(name) == AttrKind::kInt && source.get_int(name) < 1)
+      return {std::string("attribute ") + name + " must be >= 1, got " + std::to_string(source.get_int(name))};
   return {check_attributes(*a)};
 }
 

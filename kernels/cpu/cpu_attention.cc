@@ -4,6 +4,7 @@
 #include "cpu_attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -153,42 +154,9 @@ bool packs_kv(const AttentionParams& p, int64_t query_blocks) {
   return query_blocks >= 4 && (strided || p.dtype != ElemType::kFloat32);
 }
 
-}  // namespace
-
-void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
-  copy_present(p, parallel_for);
-  const Isa isa = selected();
-  TilePlan plan;
-  plan.params = &p;
-  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v, p.causal());
-  plan.scratch = scratch_layout(p, plan.traits);
-
-  // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.
+// Every work item of the call (and the packing of keys and values it needs).
+void attend_all(const AttentionParams& p, TilePlan plan, const IsaKernels& kernels, const ParallelFor& parallel_for) {
   const int64_t S = p.seq_total();
-  std::vector<int32_t> prefix;
-  std::vector<int64_t> first, end;
-  if (p.key_padding_mask) {
-    prefix.resize(static_cast<size_t>(p.batch * (S + 1)));
-    first.assign(static_cast<size_t>(p.batch), S);
-    end.assign(static_cast<size_t>(p.batch), 0);
-    for (int64_t b = 0; b < p.batch; ++b) {
-      int32_t* pre = prefix.data() + b * (S + 1);
-      pre[0] = 0;
-      for (int64_t j = 0; j < S; ++j) {
-        const bool vis = key_visible(p, b, j);
-        pre[j + 1] = pre[j] + (vis ? 1 : 0);
-        if (vis) {
-          if (first[b] == S) first[b] = j;
-          end[b] = j + 1;
-        }
-      }
-    }
-    plan.visible_prefix = prefix.data();
-    plan.first_visible = first.data();
-    plan.end_visible = end.data();
-  }
-
-  const IsaKernels kernels = kernels_for(isa);
   const int64_t block_q = plan.traits.block_q, blocks = (p.seq_q + block_q - 1) / block_q;
   // GQA with few query rows (decode): the query heads of one KV head go into one work item, their
   // rows stacked, so its K and V tiles are read once per group and the GEMMs get more rows.
@@ -231,6 +199,50 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
       kernels.pack(plan, first + item / chunks, j0, std::min(S, j0 + kPackRows));
     });
     attend_pairs(first, n);
+  }
+}
+
+}  // namespace
+
+void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
+  copy_present(p, parallel_for);
+  const Isa isa = selected();
+  TilePlan plan;
+  plan.params = &p;
+  plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v, p.causal());
+  plan.scratch = scratch_layout(p, plan.traits);
+
+  // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.
+  const int64_t S = p.seq_total();
+  std::vector<int32_t> prefix;
+  std::vector<int64_t> first, end;
+  if (p.key_padding_mask) {
+    prefix.resize(static_cast<size_t>(p.batch * (S + 1)));
+    first.assign(static_cast<size_t>(p.batch), S);
+    end.assign(static_cast<size_t>(p.batch), 0);
+    for (int64_t b = 0; b < p.batch; ++b) {
+      int32_t* pre = prefix.data() + b * (S + 1);
+      pre[0] = 0;
+      for (int64_t j = 0; j < S; ++j) {
+        const bool vis = key_visible(p, b, j);
+        pre[j + 1] = pre[j] + (vis ? 1 : 0);
+        if (vis) {
+          if (first[b] == S) first[b] = j;
+          end[b] = j + 1;
+        }
+      }
+    }
+    plan.visible_prefix = prefix.data();
+    plan.first_visible = first.data();
+    plan.end_visible = end.data();
+  }
+
+  std::atomic<bool> shift_too_coarse{false};
+  plan.shift_too_coarse = &shift_too_coarse;
+  attend_all(p, plan, kernels_for(isa), parallel_for);
+  if (shift_too_coarse.load()) {  // scores too large for the fast shift: again, exactly (tile_kernel.h)
+    plan.exact_shift = true;
+    attend_all(p, plan, kernels_for(isa), parallel_for);
   }
 }
 

@@ -15,6 +15,9 @@
 namespace fastattn::cpu {
 namespace {
 
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kCoarseShift = 16777216.f;  // 2^24: past it the fused shift's offset nears exp2's range (tile_kernel.h)
+
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -56,6 +59,7 @@ FloatRows float_rows(const TensorView& v, ElemType t, int64_t b, int64_t h, int6
 namespace FASTATTN_ISA_NS {
 
 void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch) {
+  const bool exact = plan.exact_shift;
   const AttentionParams& p = *plan.params;
   const ScratchLayout& sl = plan.scratch;
   const ElemType t = p.dtype;
@@ -150,7 +154,8 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
     // Fast path (a fully visible tile, no bias, no softcap): the raw scores stay as they are,
     // their column maxima come from the GEMM's registers, and the scale is folded into the
     // exp's argument, so each score is touched by the exp pass only.
-    const bool plain = scale > 0.f && softcap <= 0.f && !p.bias && !padding_mixed && structural_full;
+    const bool plain =
+        !exact && scale > 0.f && softcap <= 0.f && !p.bias && !padding_mixed && structural_full;
     const float a = plain ? scale : 1.f;
 
     // S^T (nk x mq_pad) = K Q^T.
@@ -195,7 +200,7 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
       }
     // Maxima and shifts are kept in log2 units (scaled by log2 e), so the exp of the hot loop
     // is one FMA and a 2^t; the common rounding of a shift cancels with its own rescale.
-    const float a2 = a * 1.44269504088896341f;
+    const float a2 = exact ? 1.f : a * kLog2e;  // exact_shift: maxima in logit units
     for (int64_t r = 0; r < mq; ++r) {
       const float m_old = row_max[r], m_tile = a2 * tile_max[r];
       const float m_new = m_tile > m_old ? m_tile : m_old;
@@ -203,18 +208,28 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
       // NaN logits (a NaN query, say: the max skips NaN) still give P = NaN: NaN in, NaN out, at
       // every S_q (the tile is not skipped when no row has a finite maximum).
       row_shift[r] = m_new == kNegInf ? 0.f : m_new;
-      row_rescale[r] = m_new == kNegInf ? 1.f : exp2_approx(m_old - m_new);  // 0 when m_old is -inf
-      row_max[r] = m_new;
+      row_rescale[r] = m_new == kNegInf ? 1.f : exp2_approx(exact ? kLog2e * (m_old - m_new) : m_old - m_new);
+      row_max[r] = m_new;  // (the rescale is 0 when m_old is -inf)
+      const float magnitude = m_new < 0.f ? -m_new : m_new;
+      if (!exact && magnitude > kCoarseShift && magnitude <= 3.4e38f)  // finite and past 2^24
+        plan.shift_too_coarse->store(true, std::memory_order_relaxed);
     }
     for (int64_t r = mq; r < mq_pad; ++r) row_shift[r] = 0.f;  // padding columns: finite, unused
     for (int64_t r = 0; r < mq_pad; ++r) tile_sum[r] = 0.f;
     for (int64_t c = 0; c < nk; ++c) {
       float* __restrict x = scores + c * ld;
-      for (int64_t r = 0; r < mq_pad; ++r) {
-        const float e = exp2_approx(a2 * x[r] - row_shift[r]);
-        x[r] = e;
-        tile_sum[r] += e;
-      }
+      if (exact)
+        for (int64_t r = 0; r < mq_pad; ++r) {
+          const float e = exp2_approx(kLog2e * (x[r] - row_shift[r]));
+          x[r] = e;
+          tile_sum[r] += e;
+        }
+      else
+        for (int64_t r = 0; r < mq_pad; ++r) {
+          const float e = exp2_approx(a2 * x[r] - row_shift[r]);
+          x[r] = e;
+          tile_sum[r] += e;
+        }
     }
     for (int64_t r = 0; r < mq; ++r) {
       row_sum[r] = row_sum[r] * row_rescale[r] + tile_sum[r];

@@ -3,6 +3,7 @@
 // its own namespace; cpu_attention.cc picks one at run time.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -49,6 +50,13 @@ struct TilePlan {
   float* packed_k = nullptr;
   float* packed_v = nullptr;
   int64_t packed_first = 0;  // b * kv_num_heads + kv_h of the wave's first pair
+  // The hot exp computes fma(a, x, -round(a * max)): its offset, up to half an ulp of the
+  // maximum, cancels in the normalisation, but past |max| ~ 2^24 (log2 units: scale 1e10, or
+  // |Q K^T| near 1e9) it leaves exp2's range. A block that meets such a row sets shift_too_coarse,
+  // and the call is run again with exact_shift: maxima kept in logit units and log2e * (x - max)
+  // in the exp (one more multiply, no fast path).
+  bool exact_shift = false;
+  std::atomic<bool>* shift_too_coarse = nullptr;
 };
 
 // Rows [q0, S_q) of query heads h .. h + heads - 1 (one KV group) when heads > 1, else rows

@@ -177,6 +177,7 @@ py::object attention(py::object q, py::object k, py::object v, py::object num_he
   TensorDesc in_desc[core::kNumInputs];
   for (int i = 0; i < core::kNumInputs; ++i) {
     if (given[i] && !given[i]->has_value()) continue;
+    if (!given[i] && required[i]->is_none()) throw py::type_error(std::string(core::kInputNames[i]) + " is required");
     arrays[i] = contiguous(given[i] ? **given[i] : *required[i], core::kInputNames[i]);
     in[i] = arg_of(arrays[i], bf16_bits);
     in_desc[i] = in[i].desc;
