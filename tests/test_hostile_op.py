@@ -200,3 +200,36 @@ def test_absurd_head_size_is_a_clear_error_not_gigabytes_of_scratch():
     x = np.zeros((1, 1, 2, 5000), np.float32)
     with pytest.raises(ValueError, match="head sizes above 4096 are not supported by the CPU kernel"):
         _kernels.attention(x, x, x)
+
+
+@pytest.mark.parametrize("scale,magnitude", [(1e10, 1.0), (1e20, 1.0), (0.125, 3e4)])
+def test_huge_scores_give_the_softmax_not_zeros(scale, magnitude):
+    """Scores past ~2^24 (log2 units) are rerun with an exact shift (tile_kernel.h); they used to
+    underflow every probability to 0 and return zeros."""
+    rng = np.random.default_rng(5)
+    q = (magnitude * rng.standard_normal((1, 3, 5, 16))).astype(np.float32)
+    k = (magnitude * rng.standard_normal((1, 3, 6, 16))).astype(np.float32)
+    v = rng.standard_normal((1, 3, 6, 16)).astype(np.float32)
+    got = _kernels.attention(q, k, v, scale=scale)
+    want, _, _ = attention_reference(q, k, v, scale=scale)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["num_heads", "kv_num_heads"])
+def test_zero_heads_attribute_is_named_not_taken_as_absent(name):
+    q = np.ones((1, 2, 3, 8), np.float32)
+    with pytest.raises(ValueError, match=f"attribute {name} must be >= 1, got 0"):
+        _kernels.attention(q, q, q, **{name: 0})
+    model = build_model(layout="4d", num_heads=2, head_dim=8, node_name=NODE, extra_attrs={name: 0})
+    for make_session in (cpu_session, ep_session):
+        with pytest.raises(Exception) as err:
+            make_session(model)
+        assert NODE in str(err.value) and f"attribute {name} must be >= 1, got 0" in str(err.value)
+
+
+def test_binding_names_a_missing_input_and_reads_empty_arrays_by_their_sizes():
+    q = np.ones((1, 2, 3, 8), np.float32)
+    with pytest.raises(TypeError, match="value is required"):
+        _kernels.attention(q, q, None)
+    with pytest.raises(ValueError, match="query sequence length must be >= 1"):
+        _kernels.attention(q[:, :, :0], q, q)

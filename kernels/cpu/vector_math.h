@@ -47,10 +47,10 @@ inline float exp_approx(float x) {
 // the exponent field, so no float-to-int conversion. Below -126.5 (and for -inf) 2^n's
 // exponent bits become 0: exactly 0. Cheaper than exp_approx (no Cody-Waite step) for the hot
 // loop, whose arguments come in log2 units already.
-// t is clamped to [-127, 64]: callers subtract a running maximum, so t <= 0 but for rounding;
-// the upper bound only keeps the exponent bits from overflowing.
+// Callers subtract a running maximum, so t <= 0 but for the fused shift's rounding, which the
+// kernel keeps under 1 (tile_kernel.h: exact_shift takes over past it).
 inline float exp2_approx(float t) {
-  t = t < -127.f ? -127.f : t > 64.f ? 64.f : t;
+  t = t < -127.f ? -127.f : t;
   const float magic = 12582912.f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   const float shifted = t + magic;
   const float n = shifted - magic;
