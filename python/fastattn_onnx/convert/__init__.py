@@ -19,7 +19,7 @@ import onnx_ir.passes.common as ir_passes
 
 from ..constants import OP_DOMAIN, OP_SINCE_VERSION
 from . import analysis, inputs, microsoft_mha, onnx_attention, sdpa_decomposed
-from .emit import emit, report_row
+from .emit import contract_violation, emit, report_row
 from .loading import ConvertError, check_paths, load_model, save_model, source_files
 from .probe import ProbeError
 from .report import ConvertReport, LeftAlone
@@ -97,6 +97,10 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
     for found in matches:
         if id(found) not in rejected_ids:
             fusion = found.fusion()
+            broken = contract_violation(fusion)
+            if broken:  # the op would refuse this node: keep the original
+                report.left.append(LeftAlone(found.name, broken))
+                continue
             node = emit(graph, fusion, prefix=f"fastattn_{len(report.fused)}")
             report.fused.append(report_row(fusion, node))
     if report.fused:

@@ -52,6 +52,24 @@ class AttentionFusion:
     kv_repeat_removed: str | None = None  # for the report: the repeat_kv form taken out
 
 
+def contract_violation(fusion: AttentionFusion) -> str | None:
+    """What the op's contract (core/op_contract.cc) would refuse in this node, or None: a model
+    the original runs must not become one ONNX Runtime rejects (a scale made inf, a mask cast to
+    an integer type)."""
+    if fusion.scale is not None and not np.isfinite(fusion.scale):
+        return f"the scale {fusion.scale} is not a finite number (the op's rule)"
+    if fusion.softcap is not None and not (np.isfinite(fusion.softcap) and fusion.softcap >= 0):
+        return f"the softcap {fusion.softcap} is not a finite number >= 0 (the op's rule)"
+    query_type = fusion.query.dtype
+    for bias in [fusion.attn_bias, *fusion.added_biases]:
+        if bias is None or bias.dtype is None or query_type is None:
+            continue
+        allowed = {query_type} | ({ir.DataType.BOOL} if fusion.keep_mask_like is not None else set())
+        if bias.dtype not in allowed:
+            return f"an additive mask of type {bias.dtype.name} beside a {query_type.name} query (the op's rule)"
+    return None
+
+
 def keep_mask_to_bias(keep: ir.Value, like: ir.Value, prefix: str) -> list[ir.Node]:
     """Where(keep, 0, -inf) in `like`'s float type: a bool keep-mask as the op's additive bias."""
     values = ir.node("Constant", [], {"value": ir.tensor(np.array([0.0, -np.inf], np.float32))})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx_ir as ir
 
 from ._graph import output_read
@@ -122,6 +123,9 @@ def _check_mask(found: FusedOpMatch, probes: Probes) -> None:
         s_total = [t + s[2] for t, s in zip(s_total, probes.shapes(found.past_key))]
     if any(s[-1] != t for s, t in zip(probes.shapes(found.mask), s_total)):
         raise NoMatch("attn_mask shorter than the keys (padded by the op) is not mapped")
+    mask_type, query_type = probes.dtype(found.mask), probes.dtype(found.query)
+    if mask_type != np.bool_ and mask_type != query_type:  # as run, whatever the graph declares
+        raise NoMatch(f"attn_mask of type {mask_type} beside a {query_type} query is not mapped")
     meaning = probes.mask_meaning(found.mask)
     if meaning is None and found.finite_masking and (found.causal or found.key_padding_mask):
         # A general bias can lower visible keys as far as the op's finite masking lowers the

@@ -171,7 +171,7 @@ def load_model(model_or_path) -> ir.Model:
     try:
         # By path: the checker then finds external data beside the model (and allows > 2 GB).
         onnx.checker.check_model(path, full_check=False)
-    except onnx.checker.ValidationError as error:
+    except (onnx.checker.ValidationError, UnicodeDecodeError) as error:  # flipped bytes in names
         message = str(error).splitlines()[0]
         # ONNX Runtime runs ops onnx does not know (its contrib ops, some in the default domain).
         if "No Op registered" not in message:
