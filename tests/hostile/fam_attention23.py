@@ -12,6 +12,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from test_attention23 import _session_options as _options  # the same sessions as the tests
+
 from .cases import CLEAN, PASS, WRONG
 
 NAME = "attention23"
@@ -111,11 +113,6 @@ def feeds_for(p: dict) -> dict:
     return feeds
 
 
-def _options():
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 2
-    return so
 
 
 def run_case(p: dict, ctx: dict):
