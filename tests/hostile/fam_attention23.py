@@ -10,9 +10,9 @@ import random
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
-from test_attention23 import _session_options as _options  # the same sessions as the tests
+from test_attention23 import _session_options as _options  # the tests' own sessions and model
+from test_attention23 import attention_model
 
 from .cases import CLEAN, PASS, WRONG
 
@@ -22,7 +22,6 @@ LONG_CASES = 1200
 BATCH = 40
 CASE_TIMEOUT = 60
 
-ELEM = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 
 
 def make_case(seed: int) -> dict:
@@ -57,36 +56,19 @@ def make_case(seed: int) -> dict:
 
 
 def build(p: dict):
+    """The tests' own Attention model (test_attention23.attention_model), with symbolic dims when
+    the case asks for them."""
     b, h, kvh, sq, skv, sp, d = (p[n] for n in ("b", "h", "kvh", "sq", "skv", "sp", "d"))
-    elem = ELEM[p["dtype"]]
-    if p["layout"] == "4d":
-        shapes = {"Q": [b, h, sq, d], "K": [b, kvh, skv, d], "V": [b, kvh, skv, d]}
-    else:
-        shapes = {"Q": [b, sq, h * d], "K": [b, skv, kvh * d], "V": [b, skv, kvh * d]}
+    dims = None
     if p["symbolic"]:
-        for n in shapes:
-            shapes[n] = [f"{n}{i}" if i != len(shapes[n]) - 1 else shapes[n][i] for i in range(len(shapes[n]))]
-    inputs = [helper.make_tensor_value_info(n, elem, shapes[n]) for n in ("Q", "K", "V")]
-    names = ["Q", "K", "V", "", "", ""]
-    if p["mask"]:
-        inputs.append(helper.make_tensor_value_info(
-            "attn_mask", TensorProto.BOOL if p["mask"]["kind"] == "bool" else elem, p["mask"]["shape"]))
-        names[3] = "attn_mask"
-    if sp:
-        inputs += [helper.make_tensor_value_info("past_key", elem, [b, kvh, sp, d]),
-                   helper.make_tensor_value_info("past_value", elem, [b, kvh, sp, d])]
-        names[4:6] = ["past_key", "past_value"]
-    while names[-1] == "":
-        names.pop()
-    qk_mode = p["attrs"].get("qk_matmul_output_mode")
-    outs = ["Y"] + (["present_key", "present_value"] if sp or qk_mode is not None else [])
-    if qk_mode is not None:
-        outs.append("qk")
-    node = helper.make_node("Attention", names, outs, name="attention_0", **p["attrs"])
-    graph = helper.make_graph([node], "attention", inputs, [helper.make_tensor_value_info(o, elem, None) for o in outs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", p["opset"])])
-    model.ir_version = 10
-    return model
+        last = {"Q": d if p["layout"] == "4d" else h * d, "K": d if p["layout"] == "4d" else kvh * d}
+        last["V"] = last["K"]
+        rank = 4 if p["layout"] == "4d" else 3
+        dims = {n: [f"{n}{i}" for i in range(rank - 1)] + [last[n]] for n in ("Q", "K", "V")}
+    mask = (p["mask"]["kind"], p["mask"]["shape"]) if p["mask"] else None
+    return attention_model(layout=p["layout"], b=b, h=h, kvh=kvh, sq=sq, skv=skv, sp=sp, d=d, dtype=p["dtype"],
+                           mask=mask, attrs=p["attrs"], opset=p["opset"],
+                           qk_output=p["attrs"].get("qk_matmul_output_mode") is not None, dims=dims)
 
 
 def feeds_for(p: dict) -> dict:
