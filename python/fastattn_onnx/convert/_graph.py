@@ -116,6 +116,11 @@ def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
     return _walk_back(values)
 
 
+def size_slice(value: ir.Value) -> tuple[list[ir.Node], set[str]]:
+    """Nodes computing `value`, not past Shape/Size, and the graph inputs whose values it reads."""
+    return _walk_back([value], size_only=("Shape", "Size"))
+
+
 def value_inputs(value: ir.Value) -> set[str]:
     """Graph inputs whose values (not just sizes) `value` depends on: the walk stops at Shape
     and Size, which read only a tensor's size."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from ._graph import ints_attr, producer_op, scalar
+from ._graph import ints_attr, producer_op, scalar, size_slice
+from .exporter_forms import reshaped_key_transpose
 from .masks import BLOCKED
 from .rules import NoMatch
 
@@ -92,43 +93,73 @@ def peel_biases(value: ir.Value) -> tuple[ir.Value, list[ir.Value], list[tuple[i
     return value, biases, keeps
 
 
-def peel_scale(value: ir.Value) -> tuple[ir.Value, float]:
-    """Strip Mul/Div by scalar constants; returns (inner value, accumulated factor)."""
+def _size_derived(value: ir.Value) -> bool:
+    """Whether `value` is computed from tensor sizes only (Shape/Size and constants): the same
+    for every input of the same sizes, so its number can be read from the probes."""
+    if value.producer() is None:
+        return False
+    nodes, reads = size_slice(value)
+    return not reads and len(nodes) <= 16 and any(n.op_type in ("Shape", "Size") for n in nodes)
+
+
+def peel_scale(value: ir.Value, size_factors: list | None = None) -> tuple[ir.Value, float]:
+    """Strip Mul/Div by scalar constants; returns (inner value, accumulated factor).
+
+    With a `size_factors` list, factors computed from sizes (the TorchScript exporter's
+    Sqrt(1 / Sqrt(Cast(Shape(q)[-1]))) for SDPA's default scale) are stripped too and appended
+    as (value, +1 for Mul or -1 for Div); their numbers come from the probes.
+    """
     factor = 1.0
     while True:
         node = producer_op(value, "Mul", "Div")
         if node is None:
             return value, factor
-        right = scalar(node.inputs[1])
+        left, right = (scalar(v) for v in node.inputs)
+        sized = [size_factors is not None and right is None and _size_derived(node.inputs[1]),
+                 size_factors is not None and left is None and _size_derived(node.inputs[0])]
         if node.op_type == "Div":
-            if right is None or right == 0:
+            if right is not None and right != 0:
+                factor /= right
+            elif sized[0]:
+                size_factors.append((node.inputs[1], -1))
+            else:
                 return value, factor
-            factor /= right
             value = node.inputs[0]
-            continue
-        left = scalar(node.inputs[0])
-        if right is not None:
+        elif right is not None:
             factor *= right
             value = node.inputs[0]
         elif left is not None:
             factor *= left
             value = node.inputs[1]
+        elif sized[0] or sized[1]:
+            size_factors.append((node.inputs[1 if sized[0] else 0], 1))
+            value = node.inputs[0 if sized[0] else 1]
         else:
             return value, factor
 
 
-def untranspose_key(key_t: ir.Value) -> tuple[ir.Value, str, float]:
-    """K^T -> (K, its layout "bhsd" or "bshd", the scale factors met on the way)."""
-    key_t, factor = peel_scale(key_t)
+def untranspose_key(key_t: ir.Value, size_factors: list | None = None
+                    ) -> tuple[ir.Value, str, float, tuple[ir.Value, ir.Value] | None]:
+    """K^T -> (K, its layout "bhsd" or "bshd", the scale factors met on the way, and for
+    dynamo's reshaped form its [B*H, S, D] and [B, H, D, S] values, whose shapes check() must
+    confirm)."""
+    key_t, factor = peel_scale(key_t, size_factors)
+    reshaped = reshaped_key_transpose(key_t)
+    if reshaped is not None:
+        key, flat = reshaped
+        key, inner = peel_scale(key, size_factors)
+        return key, "bhsd", factor * inner, (flat, key_t)
     transpose = producer_op(key_t, "Transpose")
     if transpose is None:
-        raise NoMatch("K^T is not a Transpose of the keys")
+        made_by = key_t.producer().op_type if key_t.producer() is not None else "a graph input"
+        raise NoMatch(f"K^T (the second input of Q @ K^T) is made by {made_by}, not a transpose "
+                      "of the keys")
     perm = ints_attr(transpose, "perm")
-    key, inner = peel_scale(transpose.inputs[0])
+    key, inner = peel_scale(transpose.inputs[0], size_factors)
     if perm == (0, 1, 3, 2):
-        return key, "bhsd", factor * inner
+        return key, "bhsd", factor * inner, None
     if perm == (0, 2, 3, 1):
-        return key, "bshd", factor * inner
+        return key, "bshd", factor * inner, None
     raise NoMatch(f"K^T transpose has perm {perm}, not a [B,H,S,D] -> [B,H,D,S] swap")
 
 

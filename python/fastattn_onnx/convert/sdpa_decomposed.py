@@ -17,6 +17,7 @@ from .analysis import Probes
 from .emit import AttentionFusion
 from .gqa_repeat import unrepeated
 from .rules import NoMatch, find_matches
+from .exporter_forms import nan_guard
 from .scores import data_readers, peel_biases, peel_scale, peel_softcap, skip_casts, untranspose_key
 
 
@@ -37,6 +38,8 @@ class AttentionMatch:
     repeated_key: ir.Value | None = None  # K and V as the graph had them, repeated to H heads
     repeated_value: ir.Value | None = None
     scores_matmul: ir.Node | None = None
+    scale_factors: list = dataclasses.field(default_factory=list)  # (size-derived scalar, ±1)
+    key_reshapes: tuple[ir.Value, ir.Value] | None = None  # dynamo's K^T: [B*H,S,D], [B,H,D,S]
     # KV cache (kv_cache.split_cache): key/value above are then the new tokens only.
     past_key: ir.Value | None = None
     past_value: ir.Value | None = None
@@ -67,11 +70,15 @@ class AttentionMatch:
     def probe_values(self) -> list[ir.Value]:
         values = [self.query, self.key, self.value, *self.biases, *self.keep_masks]
         values += [v for v in (self.past_key, self.past_value) if v is not None]
+        values += [v for v, _ in self.scale_factors] + list(self.key_reshapes or ())
+        values += [v for v in (self.repeated_key,) if v is not None]
         if self.layout_3d:
             values += [self.layout_3d[n] for n in ("query", "key", "value", "merged")]
         return values
 
     def check(self, probes: Probes) -> None:
+        _resolve_scale(self, probes)
+        _check_key_reshapes(self, probes)
         _check_sizes(self, probes)
         layout.check_3d(self, probes.shape)
         _check_masks(self, probes)
@@ -125,26 +132,32 @@ def match(softmax: ir.Node) -> AttentionMatch:
     while consumer is not None and consumer.op_type == "Cast" and consumer.domain == "":
         probs = consumer.outputs[0]
         consumer = only_consumer(probs)
+    if consumer is None and (guard := nan_guard(probs)) is not None:
+        probs = guard.outputs[0]
+        consumer = only_consumer(probs)
     if consumer is None:
-        raise NoMatch("attention probabilities are read by another consumer")
+        readers = sorted({use.node.op_type for use in probs.uses()})
+        raise NoMatch(f"attention probabilities are read by another consumer ({', '.join(readers)})")
     if consumer.op_type != "MatMul" or consumer.inputs[0] is not probs:
         raise NoMatch(f"attention probabilities feed {consumer.op_type}, not MatMul(P, V)")
     scores, biases, keeps = peel_biases(softmax.inputs[0])
     scores, softcap = peel_softcap(scores)
-    scores, scale = peel_scale(skip_casts(scores))
+    size_factors = []  # scale factors computed from sizes: read from the probes in check()
+    scores, scale = peel_scale(skip_casts(scores), size_factors)
     qk = producer_op(scores, "MatMul")
     if qk is None:
         raise NoMatch("no Q @ K^T MatMul before the softmax")
     if data_readers(qk.outputs[0]) != 1 or data_readers(softmax.inputs[0]) != 1:
         raise NoMatch("scores are read by another consumer")
-    query, q_factor = peel_scale(qk.inputs[0])
-    key, key_layout, k_factor = untranspose_key(qk.inputs[1])
+    query, q_factor = peel_scale(qk.inputs[0], size_factors)
+    key, key_layout, k_factor, key_reshapes = untranspose_key(qk.inputs[1], size_factors)
     value = consumer.inputs[1]
     found = AttentionMatch(softmax=softmax, pv_matmul=consumer, query=query, key=key,
                            key_layout=key_layout, value=value,
                            scale=scale * q_factor * k_factor, biases=biases, scores_matmul=qk,
                            softcap=softcap, keep_masks=[k for k, _ in keeps],
-                           keep_fills=[f for _, f in keeps])
+                           keep_fills=[f for _, f in keeps], scale_factors=size_factors,
+                           key_reshapes=key_reshapes)
     if key_layout == "bhsd":
         kv_key, key_repeat = unrepeated(key)
         kv_value, value_repeat = unrepeated(value)
@@ -162,6 +175,33 @@ RULES = {("", "Softmax"): match}
 def find(graph: ir.Graph) -> tuple[list[AttentionMatch], list[tuple[str, str]]]:
     """All decomposed attentions, and (softmax name, reason) for each softmax left alone."""
     return find_matches(graph, RULES)
+
+
+def _resolve_scale(found: AttentionMatch, probes: Probes) -> None:
+    """Multiplies in the size-derived factors: one number, the same on every probe."""
+    for value, power in found.scale_factors:
+        arrays = [probe[value.name] for probe in probes.arrays]
+        numbers = {float(a.reshape(())) if a.size == 1 else None for a in arrays}
+        if None in numbers or len(numbers) != 1:
+            raise NoMatch("a scale factor computed from sizes is not one number for every "
+                          "input size")
+        number = numbers.pop()
+        if not math.isfinite(number) or number == 0:
+            raise NoMatch(f"a scale factor computed from sizes is {number}")
+        found.scale *= number ** power
+
+
+def _check_key_reshapes(found: AttentionMatch, probes: Probes) -> None:
+    """Dynamo's K^T, Reshape(Transpose(Reshape(K, [B*H, S, D])), [B, H, D, S]), is K with the
+    last two axes swapped exactly when the two shapes are these, on every probe."""
+    if found.key_reshapes is None:
+        return
+    flat, key_t = found.key_reshapes
+    key = found.repeated_key or found.key  # the keys as Q @ K^T reads them
+    for k, f, t in zip(probes.shapes(key), probes.shapes(flat), probes.shapes(key_t)):
+        if len(k) != 4 or f != (k[0] * k[1], k[2], k[3]) or t != (k[0], k[1], k[3], k[2]):
+            raise NoMatch(f"K^T reshapes keys {k} through {f} to {t}, not a transpose of "
+                          "the last two axes")
 
 
 def _check_sizes(found: AttentionMatch, probes: Probes) -> None:
