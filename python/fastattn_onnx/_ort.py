@@ -9,9 +9,16 @@ from .constants import EP_NAME
 LIBRARY_NAME = "libfastattn_onnx_ep.so"
 MIN_ORT_VERSION = (1, 27)  # the plugin-EP C API (ORT_API_VERSION 27) the library is built against
 
-_CUSTOM_OPS_MARK = "fastattn_onnx.custom_ops_registered"  # a session config entry: set once per SessionOptions
-_lock = threading.Lock()
+# A session config entry naming what brought the com.fastattention domain to a SessionOptions
+# ("custom_ops_library" or "ep_factory"): ONNX Runtime refuses a domain added twice, and has no
+# getter for the domains or EPs a SessionOptions already holds.
+_OP_DOMAIN_MARK = "fastattn_onnx.op_domain"
+# Set to 1 to keep the library off sessions that do not name FastAttentionEP (read at each session).
+SESSION_HOOK_OPT_OUT_ENV = "FASTATTN_NO_SESSION_HOOK"
+_lock = threading.Lock()  # registering the EP, installing the hooks
+_options_lock = threading.Lock()  # checking and marking one SessionOptions
 _registered = False
+_session_hook_enabled = True
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -61,13 +68,15 @@ def get_ep_names() -> list[str]:
 def register_custom_ops(session_options) -> None:
     """Adds the com.fastattention::FastAttention custom op (runs on the CPU EP) to session_options.
 
-    Idempotent per SessionOptions (ONNX Runtime refuses a domain registered twice).
+    Idempotent per SessionOptions, and a no-op on options that already have the op's domain (from
+    ep_session_options(), whose EP factory brings it): ONNX Runtime refuses a domain added twice.
     """
     check_onnxruntime()
-    if _has_config_entry(session_options, _CUSTOM_OPS_MARK):
-        return
-    session_options.register_custom_ops_library(get_library_path())
-    session_options.add_session_config_entry(_CUSTOM_OPS_MARK, "1")
+    with _options_lock:
+        if _config_entry(session_options, _OP_DOMAIN_MARK) is not None:
+            return
+        _register_library(session_options, get_library_path())
+        session_options.add_session_config_entry(_OP_DOMAIN_MARK, "custom_ops_library")
 
 
 def register_ep() -> bool:
@@ -95,13 +104,20 @@ def ep_session_options(session_options=None, provider_options: dict | None = Non
 
     Selecting the EP by device (add_provider_for_devices) brings the op domain the EP carries, and
     lets a caller pass provider options. Naming the EP in InferenceSession(providers=[...]) works too
-    (see install_named_provider_hook).
+    (see install_session_hook). Raises ValueError on options that already have the op library.
     """
     ort = check_onnxruntime()
     register_ep()
     so = session_options if session_options is not None else ort.SessionOptions()
     devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
-    so.add_provider_for_devices(devices[:1], provider_options or {})  # accelerators are listed first
+    with _options_lock:
+        if _config_entry(so, _OP_DOMAIN_MARK) == "custom_ops_library":
+            raise ValueError("ep_session_options: these SessionOptions already have the com.fastattention op "
+                             "library, and the EP brings the domain again, which ONNX Runtime refuses; "
+                             "pass SessionOptions without register_custom_ops()")
+        so.add_provider_for_devices(devices[:1], provider_options or {})  # accelerators are listed first
+        # the session hook and register_custom_ops then leave the domain to the EP factory
+        so.add_session_config_entry(_OP_DOMAIN_MARK, "ep_factory")
     return so
 
 
@@ -109,19 +125,50 @@ def _names_fastattention_ep(providers) -> bool:
     return any((p[0] if isinstance(p, tuple) else p) == EP_NAME for p in providers or ())
 
 
-def install_named_provider_hook() -> bool:
-    """Makes InferenceSession(model, providers=["FastAttentionEP", ...]) know com.fastattention.
+def set_session_hook(enabled: bool) -> None:
+    """Turns on (the default) or off adding the op library to sessions that do not name FastAttentionEP.
+
+    Off, or with FASTATTN_NO_SESSION_HOOK=1 in the environment, such sessions are left as ONNX
+    Runtime makes them; naming FastAttentionEP in providers= still brings the op.
+    """
+    global _session_hook_enabled
+    _session_hook_enabled = bool(enabled)
+
+
+def session_hook_enabled() -> bool:
+    """Whether sessions that do not name FastAttentionEP get the op library (set_session_hook, env)."""
+    return _session_hook_enabled and os.environ.get(SESSION_HOOK_OPT_OUT_ENV, "") in ("", "0")
+
+
+def install_session_hook() -> bool:
+    """Makes every onnxruntime.InferenceSession able to run com.fastattention::FastAttention.
 
     ONNX Runtime's Python InferenceSession loads the model before it appends providers named in
-    `providers=`, so the op domain carried by the EP factory is not registered in time. ORT's own
-    hook for exactly this case (`_register_ep_custom_ops`, which registers TensorRT's plugin ops
-    when that provider is named) runs just before the load; we chain onto it and add our custom-op
-    library to the session options when FastAttentionEP is named. Returns False when this
-    onnxruntime has no such hook (then use ep_session_options() or register_custom_ops()).
+    `providers=`, so neither the CPU EP nor a named FastAttentionEP knows the op at load. ORT's own
+    hook for this case (`_register_ep_custom_ops`, which registers TensorRT's plugin ops when that
+    provider is named) gets the SessionOptions just before the load; we chain onto it and add our
+    custom-op library there: always when FastAttentionEP is named, and for any other providers
+    (none given included) unless the session hook is off (set_session_hook, FASTATTN_NO_SESSION_HOOK).
+    The op then runs on the CPU EP wherever FastAttentionEP does not take it. Models without the op
+    are unaffected: an unused domain changes nothing in their graphs.
+
+    A SessionOptions the caller passed gets the library and a config entry marking it (ORT cannot
+    copy SessionOptions); it is registered once per SessionOptions, never on options that select
+    the EP by device (ep_session_options), and `so.register_custom_ops_library(get_library_path())`
+    by the caller counts as registered. Returns False when this onnxruntime has no such hook (then
+    use ep_session_options() or register_custom_ops()).
     """
     ort = check_onnxruntime()
-    cls = ort.InferenceSession
-    original = getattr(cls, "_register_ep_custom_ops", None)
+    with _lock:
+        _route_our_library_through_register_custom_ops(ort.SessionOptions)
+        return _chain_onto_register_ep_custom_ops(ort.InferenceSession)
+
+
+install_named_provider_hook = install_session_hook  # its name before it covered every session
+
+
+def _chain_onto_register_ep_custom_ops(session_class) -> bool:
+    original = getattr(session_class, "_register_ep_custom_ops", None)
     if original is None:
         return False
     if getattr(original, "_fastattn_onnx_hook", False):
@@ -129,20 +176,51 @@ def install_named_provider_hook() -> bool:
 
     def _register_ep_custom_ops(self, session_options, providers, provider_options, available_providers):
         original(self, session_options, providers, provider_options, available_providers)
-        if _names_fastattention_ep(providers):
+        if _names_fastattention_ep(providers) or session_hook_enabled():
             register_custom_ops(session_options)
 
     _register_ep_custom_ops._fastattn_onnx_hook = True
-    cls._register_ep_custom_ops = _register_ep_custom_ops
+    session_class._register_ep_custom_ops = _register_ep_custom_ops
     return True
 
 
-def _has_config_entry(session_options, key: str) -> bool:
+def _route_our_library_through_register_custom_ops(options_class) -> None:
+    """A caller's own so.register_custom_ops_library(<our library>) goes through register_custom_ops,
+    so that the session hook sees it and does not add the domain a second time."""
+    original = options_class.register_custom_ops_library
+    if getattr(original, "_fastattn_onnx_hook", False):
+        return
+
+    def register_custom_ops_library(self, library_path):
+        if _is_our_library(library_path):
+            register_custom_ops(self)
+        else:
+            original(self, library_path)
+
+    register_custom_ops_library._fastattn_onnx_hook = True
+    register_custom_ops_library.__wrapped__ = original
+    register_custom_ops_library.__doc__ = original.__doc__
+    options_class.register_custom_ops_library = register_custom_ops_library
+
+
+def _register_library(session_options, library_path: str) -> None:
+    """ONNX Runtime's own register_custom_ops_library, under the wrapper above if it is installed."""
+    method = type(session_options).register_custom_ops_library
+    getattr(method, "__wrapped__", method)(session_options, library_path)
+
+
+def _is_our_library(library_path) -> bool:
     try:
-        session_options.get_session_config_entry(key)
-        return True
-    except Exception:  # ORT raises when the key was never set
+        return os.path.samefile(os.fspath(library_path), get_library_path())
+    except (OSError, TypeError):  # no such file, or not a path: ORT's own method says what is wrong
         return False
+
+
+def _config_entry(session_options, key: str) -> str | None:
+    try:
+        return session_options.get_session_config_entry(key)
+    except Exception:  # ORT raises when the key was never set
+        return None
 
 
 def is_registered() -> bool:
