@@ -8,28 +8,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "models"))  # export_hf, export_kv_cache, build_fused_ops
 
 import export_hf  # noqa: E402
+from fusion_table import SIZES, TABLE_ARCHS, attention_layers  # noqa: E402,F401
 
-# Small enough for 2 shared cores; GQA on llama (4 query heads over 2 kv heads).
-SIZES = {"llama": dict(hidden=64, heads=4, kv_heads=2, layers=2),
-         "mistral": dict(hidden=64, heads=4, kv_heads=2, layers=2, sliding_window=40),
-         "gemma2": dict(hidden=64, heads=4, kv_heads=2, layers=2, sliding_window=40),
-         "qwen2": dict(hidden=64, heads=4, kv_heads=2, layers=2),
-         "gpt2": dict(hidden=64, heads=4, layers=2),
-         "bert": dict(hidden=64, heads=4, layers=2)}
 CASES = [(arch, exporter) for arch in ("llama", "mistral", "gpt2", "bert")
          for exporter in ("dynamo", "torchscript")]
+# transformers' default export path (attn_implementation="sdpa") and eager, every table arch.
+MODEL_CASES = [(arch, exporter, attn) for arch in TABLE_ARCHS for attn in ("sdpa", "eager")
+               for exporter in ("dynamo", "torchscript")]
 LAYERS = 2
 
-_exported: dict[tuple[str, str], str] = {}
+_exported: dict[tuple[str, str, str], str] = {}
 
 
-def exported(arch: str, exporter: str, tmp_path_factory) -> str:
+def exported(arch: str, exporter: str, tmp_path_factory, attn: str = "eager") -> str:
     """Path of the exported model, exported once per test session."""
-    key = (arch, exporter)
+    key = (arch, exporter, attn)
     if key not in _exported:
-        directory = tmp_path_factory.mktemp(f"{arch}-{exporter}")
-        path = str(directory / f"{arch}-{exporter}.onnx")
-        _exported[key] = export_hf.export_model(arch, exporter, path, **SIZES[arch])
+        directory = tmp_path_factory.mktemp(f"{arch}-{exporter}-{attn}")
+        path = str(directory / f"{arch}-{exporter}-{attn}.onnx")
+        _exported[key] = export_hf.export_model(arch, exporter, path, attn_implementation=attn,
+                                                **SIZES[arch])
     return _exported[key]
 
 
