@@ -1,5 +1,6 @@
 """A small decoder with an explicit KV cache (past_key_i/past_value_i in, present_* out), written
-the way Hugging Face's eager Llama attention is (GQA repeat_kv, additive causal + padding mask),
+the way Hugging Face's Llama attention is (GQA repeat_kv; eager: an additive causal + padding
+mask and MatMul/Softmax; sdpa: a boolean mask and torch's scaled_dot_product_attention),
 exported with either torch exporter. Random weights, no hub.
 
     python models/export_kv_cache.py --exporter torchscript -o decoder_kv.onnx
@@ -11,7 +12,7 @@ import warnings
 
 
 def build_decoder(hidden: int = 64, heads: int = 4, kv_heads: int = 2, layers: int = 2,
-                  vocab: int = 128):
+                  vocab: int = 128, attention: str = "eager"):
     import torch
     from torch import nn
 
@@ -37,9 +38,13 @@ def build_decoder(hidden: int = 64, heads: int = 4, kv_heads: int = 2, layers: i
                 .reshape(b, heads, key.shape[2], head_size)
             value_r = value[:, :, None].expand(b, kv_heads, rep, value.shape[2], head_size) \
                 .reshape(b, heads, value.shape[2], head_size)
-            scores = torch.matmul(q, key_r.transpose(2, 3)) / head_size ** 0.5 + mask
-            probs = torch.softmax(scores, dim=-1)
-            out = torch.matmul(probs, value_r).transpose(1, 2).reshape(b, s, heads * head_size)
+            if attention == "sdpa":
+                out = torch.nn.functional.scaled_dot_product_attention(q, key_r, value_r,
+                                                                       attn_mask=mask)
+            else:
+                scores = torch.matmul(q, key_r.transpose(2, 3)) / head_size ** 0.5 + mask
+                out = torch.matmul(torch.softmax(scores, dim=-1), value_r)
+            out = out.transpose(1, 2).reshape(b, s, heads * head_size)
             return self.o(out), key, value
 
     class Decoder(nn.Module):
@@ -57,7 +62,8 @@ def build_decoder(hidden: int = 64, heads: int = 4, kv_heads: int = 2, layers: i
             i = torch.arange(s)[:, None] + (total - s)
             j = torch.arange(total)[None, :]
             allowed = (j <= i)[None, None] & attention_mask[:, None, None, :].bool()
-            mask = torch.where(allowed, 0.0, torch.finfo(torch.float32).min)
+            mask = allowed if attention == "sdpa" else \
+                torch.where(allowed, 0.0, torch.finfo(torch.float32).min)
             presents = []
             for n, (layer, norm) in enumerate(zip(self.layers, self.norms)):
                 h, key, value = layer(norm(x), mask, past[2 * n], past[2 * n + 1])
@@ -70,10 +76,10 @@ def build_decoder(hidden: int = 64, heads: int = 4, kv_heads: int = 2, layers: i
 
 
 def export_decoder(exporter: str, path: str, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                   layers: int = 2) -> str:
+                   layers: int = 2, attention: str = "eager") -> str:
     import torch
 
-    model = build_decoder(hidden, heads, kv_heads, layers)
+    model = build_decoder(hidden, heads, kv_heads, layers, attention=attention)
     b, s, p, d = 2, 3, 4, hidden // heads
     ids = torch.randint(0, 128, (b, s))
     mask = torch.ones(b, p + s, dtype=torch.int64)
@@ -105,9 +111,10 @@ def export_decoder(exporter: str, path: str, hidden: int = 64, heads: int = 4, k
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exporter", choices=("dynamo", "torchscript"), default="torchscript")
+    parser.add_argument("--attention", choices=("eager", "sdpa"), default="eager")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
-    print(f"wrote {export_decoder(args.exporter, args.output)}")
+    print(f"wrote {export_decoder(args.exporter, args.output, attention=args.attention)}")
     return 0
 
 

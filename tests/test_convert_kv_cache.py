@@ -10,10 +10,14 @@ import export_kv_cache
 from fastattn_onnx.convert import convert, inputs
 
 
-@pytest.fixture(scope="module", params=["dynamo", "torchscript"])
+@pytest.fixture(scope="module", params=[(e, a) for a in ("eager", "sdpa")
+                                        for e in ("dynamo", "torchscript")],
+                ids=lambda p: "-".join(p))
 def converted(request, tmp_path_factory):
-    directory = tmp_path_factory.mktemp(f"kv-{request.param}")
-    source = export_kv_cache.export_decoder(request.param, str(directory / "decoder.onnx"))
+    exporter, attention = request.param
+    directory = tmp_path_factory.mktemp(f"kv-{exporter}-{attention}")
+    source = export_kv_cache.export_decoder(exporter, str(directory / "decoder.onnx"),
+                                            attention=attention)
     return source, convert(source, verify=True)
 
 
