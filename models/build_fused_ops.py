@@ -1,7 +1,9 @@
 """Tiny models whose attention is already one fused op (ONNX Attention-23, com.microsoft
-MultiHeadAttention / GroupQueryAttention), built with onnx.helper from random weights.
+MultiHeadAttention (with and without its projection bias), GroupQueryAttention, packed
+Attention), built with onnx.helper from random weights.
 
     python models/build_fused_ops.py --kind attention -o attention23.onnx
+    python models/build_fused_ops.py --kind packed --mask 1d -o bert_like.onnx
 """
 from __future__ import annotations
 
@@ -11,11 +13,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-KINDS = ("attention", "mha", "gqa")
+KINDS = ("attention", "mha", "mha_bias", "gqa", "packed")
+# How com.microsoft.Attention (kind "packed") gets its mask_index, as ORT's optimizer builds it:
+# the int32 [B, S] mask itself, its row sums (lengths: right padding), none; "3d" is a per-query
+# [B, S, S] mask (a form the converter leaves alone).
+PACKED_MASKS = ("2d", "1d", "none", "3d")
 HEADS, KV_HEADS, HEAD_SIZE, HIDDEN, VOCAB = 4, 2, 16, 64, 128
 
 
-def build_fused_model(kind: str) -> onnx.ModelProto:
+def build_fused_model(kind: str, mask: str = "2d", unidirectional: bool = False,
+                      **attributes) -> onnx.ModelProto:
+    """`mask` and `unidirectional` are for kind "packed"; `attributes` (scale, mask_filter_value
+    ...) go on the MultiHeadAttention or packed Attention node."""
     rng = np.random.default_rng(0)
     kv_width = (KV_HEADS if kind in ("attention", "gqa") else HEADS) * HEAD_SIZE
 
@@ -43,10 +52,25 @@ def build_fused_model(kind: str) -> onnx.ModelProto:
                   helper.make_node("Attention", ["q", "k", "v", "mask"], ["y"], is_causal=1,
                                    q_num_heads=HEADS, kv_num_heads=KV_HEADS)]
         opsets = [helper.make_opsetid("", 23)]
-    elif kind == "mha":
+    elif kind in ("mha", "mha_bias"):
         mask_type = TensorProto.INT32
-        nodes.append(helper.make_node("MultiHeadAttention", ["q", "k", "v", "", "attention_mask"],
-                                      ["y"], domain="com.microsoft", num_heads=HEADS))
+        bias = ""
+        if kind == "mha_bias":  # [3 * hidden], added to q, k and v by the op
+            inits.append(weight("qkv_bias", (3 * HEADS * HEAD_SIZE,), 0.5))
+            bias = "qkv_bias"
+        nodes.append(helper.make_node("MultiHeadAttention", ["q", "k", "v", bias, "attention_mask"],
+                                      ["y"], domain="com.microsoft", num_heads=HEADS, **attributes))
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    elif kind == "packed":
+        mask_type = TensorProto.INT32
+        # the embedding and its Gather, then one packed projection in place of wq/wk/wv
+        inits = inits[:1] + [weight("qkv_weight", (HIDDEN, 3 * HEADS * HEAD_SIZE), 0.2),
+                             weight("qkv_bias", (3 * HEADS * HEAD_SIZE,), 0.5)]
+        nodes = nodes[:1] + _mask_index_nodes(mask, inits)
+        nodes.append(helper.make_node(
+            "Attention", ["x", "qkv_weight", "qkv_bias", "" if mask == "none" else "mask_index"],
+            ["y"], domain="com.microsoft", num_heads=HEADS, unidirectional=int(unidirectional),
+            **attributes))
         opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     elif kind == "gqa":
         mask_type = TensorProto.INT32
@@ -74,12 +98,33 @@ def build_fused_model(kind: str) -> onnx.ModelProto:
     return model
 
 
+def _mask_index_nodes(mask: str, inits: list) -> list[onnx.NodeProto]:
+    """Nodes making "mask_index" from the int32 attention_mask, in the given form."""
+    if mask == "2d":
+        return [helper.make_node("Identity", ["attention_mask"], ["mask_index"])]
+    if mask == "1d":
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis_1"))
+        return [helper.make_node("ReduceSum", ["attention_mask", "axis_1"], ["mask_index"],
+                                 keepdims=0)]
+    if mask == "3d":  # [B, S, S]: query i sees key j where both are tokens
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis_1"))
+        inits.append(numpy_helper.from_array(np.array([2], np.int64), "axis_2"))
+        return [helper.make_node("Unsqueeze", ["attention_mask", "axis_1"], ["mask_b1s"]),
+                helper.make_node("Unsqueeze", ["attention_mask", "axis_2"], ["mask_bs1"]),
+                helper.make_node("Mul", ["mask_bs1", "mask_b1s"], ["mask_index"])]
+    if mask == "none":
+        return []
+    raise ValueError(f"unknown mask {mask!r}; choose from {PACKED_MASKS}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--mask", choices=PACKED_MASKS, default="2d", help="for --kind packed")
+    parser.add_argument("--unidirectional", action="store_true", help="for --kind packed")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
-    onnx.save(build_fused_model(args.kind), args.output)
+    onnx.save(build_fused_model(args.kind, args.mask, args.unidirectional), args.output)
     print(f"wrote {args.output}")
     return 0
 

@@ -1,6 +1,7 @@
-"""An attention op already in the graph (ONNX Attention, com.microsoft.MultiHeadAttention): the
-check and replace steps the op families share. Their match steps (onnx_attention.py,
-microsoft_mha.py) read the op's inputs and attributes into a FusedOpMatch.
+"""An attention op already in the graph (ONNX Attention, com.microsoft MultiHeadAttention and
+Attention): the check and replace steps the op families share. Their match steps
+(onnx_attention.py, microsoft_mha.py, microsoft_attention.py) read the op's inputs and attributes
+into a FusedOpMatch (or a subclass that adds plain ONNX nodes before the fused op).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import onnx_ir as ir
 
 from ._graph import output_read
 from .analysis import Probes
-from .emit import AttentionFusion
+from .emit import AttentionFusion, contract_violation
 from .gqa_repeat import unrepeated
 from .layout import merged_source
 from .rules import NoMatch
@@ -35,8 +36,9 @@ class FusedOpMatch:
     key_padding_mask: ir.Value | None = None
     past_key: ir.Value | None = None
     past_value: ir.Value | None = None
-    # The op's own causal and key_padding_mask only add a finite value (MultiHeadAttention's
-    # mask_filter_value, -10000 by default): hard masks only while no general bias is added.
+    # The op hides padded keys by adding a finite value (com.microsoft's mask_filter_value,
+    # -10000 by default): hard masks only while no general bias is added. (Their causal is -inf
+    # in ORT's CPU kernels; it is held to the same rule, to be safe.)
     finite_masking: bool = False
     # 3D K/V that were expanded from fewer kv heads: the [B, Hk, S, D] sources (gqa_repeat.py),
     # found with the match; check() keeps them only where the probed sizes agree.
@@ -55,15 +57,29 @@ class FusedOpMatch:
 
     def check(self, probes: Probes) -> None:
         """Sizes from the probes; the mask classified like a decomposed one."""
-        _check_sizes(self, probes)
-        if self.key_padding_mask is not None:
-            rank = len(probes.shape(self.key_padding_mask))
-            if rank != 2:
-                raise NoMatch(f"key_padding_mask of rank {rank} (lengths) is not mapped")
+        check_sizes(self, probes)
         if self.mask is not None:
-            _check_mask(self, probes)
+            check_mask(self, probes)
+
+    def has_key_padding(self) -> bool:
+        """Whether padded keys are hidden besides the op's mask input."""
+        return self.key_padding_mask is not None
+
+    def adapter_nodes(self) -> list[ir.Node]:
+        """Plain ONNX nodes the op's inputs need before the fused op (none here); a subclass
+        makes them and points query/key/value/key_padding_mask at their outputs."""
+        return []
 
     def fusion(self) -> AttentionFusion:
+        # Adapter nodes go in only for a fusion the op's contract takes (convert_model emits it
+        # next); they keep the query's type, so the op's own inputs decide.
+        if contract_violation(self._fusion()) is None:
+            adapters = self.adapter_nodes()
+            if adapters:
+                self.node.graph.insert_before(self.node, adapters)
+        return self._fusion()
+
+    def _fusion(self) -> AttentionFusion:
         read = [i for i in range(3) if output_read(self.node, i)]
         bias = self.attn_bias
         return AttentionFusion(
@@ -94,7 +110,7 @@ def _unrepeated_kv(found: FusedOpMatch) -> tuple[ir.Value, ir.Value] | None:
     return sources[0], sources[1]
 
 
-def _check_sizes(found: FusedOpMatch, probes: Probes) -> None:
+def check_sizes(found: FusedOpMatch, probes: Probes) -> None:
     q, k = probes.shape(found.query), probes.shape(found.key)
     if len(q) != len(k):
         raise NoMatch(f"query rank {len(q)} differs from key rank {len(k)}")
@@ -114,25 +130,30 @@ def _check_sizes(found: FusedOpMatch, probes: Probes) -> None:
     found.head_size = int(q[3]) if len(q) == 4 else int(q[2]) // int(found.num_heads)
 
 
-def _check_mask(found: FusedOpMatch, probes: Probes) -> None:
-    """Causal/window and key padding taken from the mask where it means exactly that; else it
-    stays the op's attn_bias."""
+def key_totals(found: FusedOpMatch, probes: Probes) -> list[int]:
+    """S_total (past + new keys) on each probe."""
     rank = len(probes.shape(found.query))
     s_total = [s[-2 if rank == 4 else 1] for s in probes.shapes(found.key)]
     if found.past_key is not None:
         s_total = [t + s[2] for t, s in zip(s_total, probes.shapes(found.past_key))]
-    if any(s[-1] != t for s, t in zip(probes.shapes(found.mask), s_total)):
+    return s_total
+
+
+def check_mask(found: FusedOpMatch, probes: Probes) -> None:
+    """Causal/window and key padding taken from the mask where it means exactly that; else it
+    stays the op's attn_bias."""
+    if any(s[-1] != t for s, t in zip(probes.shapes(found.mask), key_totals(found, probes))):
         raise NoMatch("attn_mask shorter than the keys (padded by the op) is not mapped")
     mask_type, query_type = probes.dtype(found.mask), probes.dtype(found.query)
     if mask_type != np.bool_ and mask_type != query_type:  # as run, whatever the graph declares
         raise NoMatch(f"attn_mask of type {mask_type} beside a {query_type} query is not mapped")
     meaning = probes.mask_meaning(found.mask)
-    if meaning is None and found.finite_masking and (found.causal or found.key_padding_mask):
+    if meaning is None and found.finite_masking and (found.causal or found.has_key_padding()):
         # A general bias can lower visible keys as far as the op's finite masking lowers the
         # masked ones (sdpa_decomposed._check_masks): the fused op's hard masks would differ.
         raise NoMatch("causal/key_padding_mask with a finite mask_filter_value beside a general "
                       "attention_bias is not mapped")
-    if meaning is not None and meaning.padding_input and found.key_padding_mask is not None:
+    if meaning is not None and meaning.padding_input and found.has_key_padding():
         meaning = None  # padding already given another way: keep this mask as a bias
     if meaning is None:
         found.attn_bias = found.mask
