@@ -25,7 +25,7 @@ def test_main_entry_point_has_convert(mlp_path):
         if importlib.util.find_spec(f"fastattn_onnx.tools.{sibling}") is None:
             pytest.skip(f"fastattn_onnx.tools.{sibling} is not in this branch yet")
     done = subprocess.run([sys.executable, "-m", "fastattn_onnx", "convert", mlp_path,
-                           "--no-verify"], capture_output=True, text=True)
+                           "--no-verify", "--allow-unchanged"], capture_output=True, text=True)
     assert done.returncode == 0 and "0 found" in done.stdout, done.stderr
 
 
@@ -46,8 +46,43 @@ def mlp_path(tmp_path):
     return str(path)
 
 
-def test_model_without_attention_comes_back_unchanged(mlp_path, tmp_path):
+def _listing(directory) -> dict:
+    """Every file's name and bytes."""
+    return {name: open(os.path.join(directory, name), "rb").read()
+            for name in os.listdir(directory)}
+
+
+def test_model_without_attention_exits_6_writing_nothing(mlp_path, tmp_path):
+    """Nothing fused: no copy of the input, no report, exit code 6, and the CLI says why."""
+    before = _listing(tmp_path)
     done = _cli(mlp_path, "--report", str(tmp_path / "r.json"))
+    assert done.returncode == 6, done.stderr
+    assert done.stderr.startswith("error: nothing fused: no attention subgraph found\n"), done.stderr
+    assert "nothing written" in done.stderr and "Traceback" not in done.stderr
+    assert _listing(tmp_path) == before
+    result = convert(mlp_path, report_path=str(tmp_path / "r.json"))  # the API: no exception
+    assert (result.found, result.fused, result.output_path) == (0, 0, None)
+    assert _listing(tmp_path) == before
+
+
+def test_attention_left_alone_exits_6_with_each_reason(tmp_path):
+    """Found but not fused: the count and each left-alone reason on stderr, nothing written."""
+    import convert_helpers  # noqa: F401  (puts models/ on sys.path)
+    import build_fused_ops
+
+    path = str(tmp_path / "gqa.onnx")
+    onnx.save(build_fused_ops.build_fused_model("gqa"), path)
+    before = _listing(tmp_path)
+    done = _cli(path, "--quiet")
+    assert done.returncode == 6, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "error: nothing fused: 1 attention subgraph(s) found, 0 fused", done.stderr
+    assert "GroupQueryAttention" in lines[1] and "is not mapped" in lines[1], done.stderr
+    assert done.stdout == "" and _listing(tmp_path) == before
+
+
+def test_allow_unchanged_writes_the_model_without_attention(mlp_path, tmp_path):
+    done = _cli(mlp_path, "--report", str(tmp_path / "r.json"), "--allow-unchanged")
     assert done.returncode == 0, done.stderr
     assert "0 found" in done.stdout
     out = onnx.load(default_output_path(mlp_path))
@@ -103,7 +138,7 @@ def test_metadata_opsets_and_names_preserved(mlp_path, tmp_path):
     model.producer_name, model.doc_string = "unit-test", "an MLP"
     path = str(tmp_path / "meta.onnx")
     onnx.save(model, path)
-    out = onnx.load(convert(path).output_path)
+    out = onnx.load(convert(path, allow_unchanged=True).output_path)
     assert {p.key: p.value for p in out.metadata_props} == {"author": "tests", "license": "apache"}
     assert (out.producer_name, out.doc_string) == ("unit-test", "an MLP")
     assert [(o.domain, o.version) for o in out.opset_import] == [("", 17)]
@@ -155,25 +190,23 @@ def test_amdahl_bound_keeps_non_attention_time_and_prices_attention_at_sgemm_rat
     assert bound == pytest.approx(3.0 / (0.5 + 0.1))
 
 
-def test_verify_failure_writes_nothing(tmp_path, monkeypatch, tmp_path_factory, capsys):
+def test_verify_failure_writes_nothing(tmp_path, tmp_path_factory, capsys):
     """Above tolerance: VerifyError, exit code 3 from the CLI, and no output file."""
     import argparse
 
-    import numpy as np
     from convert_helpers import exported
 
     from fastattn_onnx.tools import convert_cli
-    from fastattn_onnx.convert import VerifyError, verify
+    from fastattn_onnx.convert import VerifyError
 
-    monkeypatch.setattr(verify, "TOLERANCE", {np.dtype(np.float32): 0.0})  # nothing passes
     source = exported("bert", "torchscript", tmp_path_factory)
     output = str(tmp_path / "out.onnx")
     with pytest.raises(VerifyError, match="verify FAILED"):
-        convert(source, output)
+        convert(source, output, tolerance=0.0)  # nothing passes
     assert os.listdir(tmp_path) == []
     parser = argparse.ArgumentParser()
     convert_cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["convert", source, "-o", output, "--quiet"])
+    args = parser.parse_args(["convert", source, "-o", output, "--quiet", "--tolerance", "0"])
     assert args.run(args) == 3
     assert "does not match the original; nothing written" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []

@@ -46,7 +46,7 @@ def model_path(tmp_path):
 def _cli(*args, cwd=None, prefix=(), timeout=120):
     # A timeout: a FIFO opened for reading would block forever.
     return subprocess.run([*prefix, sys.executable, "-m", "fastattn_onnx.tools.convert_cli",
-                           *map(str, args), "--quiet"], capture_output=True, text=True,
+                           *map(str, args), "--quiet", "--allow-unchanged"], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
 
 
@@ -194,7 +194,8 @@ def test_write_failing_midway_leaves_the_old_output(model_path, tmp_path, monkey
     (tmp_path / "out.onnx").write_bytes(b"previous output")
     before = _snapshot(tmp_path)
     monkeypatch.setattr(loading.ir, "save", half_then_full)
-    assert convert_cli.main([model_path, "-o", str(tmp_path / "out.onnx"), "--quiet"]) == OUTPUT_IO
+    assert convert_cli.main([model_path, "-o", str(tmp_path / "out.onnx"), "--quiet",
+                             "--allow-unchanged"]) == OUTPUT_IO
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err
     assert _snapshot(tmp_path) == before
@@ -213,7 +214,8 @@ def test_report_failing_after_conversion_writes_no_model(model_path, tmp_path, m
     monkeypatch.setattr(loading.tempfile, "mkdtemp", mkdtemp)
     before = _snapshot(tmp_path)
     assert convert_cli.main([model_path, "-o", str(tmp_path / "o.onnx"), "--report",
-                             str(tmp_path / "reports" / "r.json"), "--quiet"]) == OUTPUT_IO
+                             str(tmp_path / "reports" / "r.json"), "--quiet",
+                             "--allow-unchanged"]) == OUTPUT_IO
     assert "report" in capsys.readouterr().err
     assert _snapshot(tmp_path) == before and os.listdir(tmp_path / "reports") == []
 
@@ -271,13 +273,13 @@ def test_external_data_never_overwrites_the_input_or_a_non_file(tmp_path, monkey
     source = _model(tmp_path / "a.onnx", external_location="b.onnx.data")
     before = _snapshot(tmp_path)
     with pytest.raises(loading.OutputFileError, match="input's external data"):
-        convert(source, str(tmp_path / "b.onnx"), verify=False)
+        convert(source, str(tmp_path / "b.onnx"), verify=False, allow_unchanged=True)
     os.mkfifo(tmp_path / "c.onnx.data")
     with pytest.raises(loading.OutputFileError, match="FIFO"):
-        convert(source, str(tmp_path / "c.onnx"), verify=False)
+        convert(source, str(tmp_path / "c.onnx"), verify=False, allow_unchanged=True)
     before["c.onnx.data"] = None
     assert _snapshot(tmp_path) == before
-    convert(source, str(tmp_path / "d.onnx"), verify=False)
+    convert(source, str(tmp_path / "d.onnx"), verify=False, allow_unchanged=True)
     assert sorted(set(os.listdir(tmp_path)) - set(before)) == ["d.onnx", "d.onnx.data"]
     onnx.checker.check_model(str(tmp_path / "d.onnx"))
 
@@ -285,7 +287,7 @@ def test_external_data_never_overwrites_the_input_or_a_non_file(tmp_path, monkey
 def test_small_external_data_model_written_elsewhere_is_self_contained(tmp_path):
     source = _model(tmp_path / "a.onnx", external_location="a.onnx.data")
     (tmp_path / "out").mkdir()
-    convert(source, str(tmp_path / "out" / "a.onnx"), verify=False)
+    convert(source, str(tmp_path / "out" / "a.onnx"), verify=False, allow_unchanged=True)
     assert os.listdir(tmp_path / "out") == ["a.onnx"]
     weight = numpy_helper.to_array(onnx.load(tmp_path / "out" / "a.onnx").graph.initializer[0])
     np.testing.assert_array_equal(weight, np.arange(32, dtype=np.float32).reshape(8, 4))

@@ -13,18 +13,20 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 
 from ..constants import OP_DOMAIN, OP_SINCE_VERSION
-from . import analysis, inputs, microsoft_mha, onnx_attention, sdpa_decomposed
+from . import analysis, inputs, microsoft_attention, microsoft_mha, onnx_attention, sdpa_decomposed
 from .emit import contract_violation, emit, report_row
 from .loading import ConvertError, check_paths, load_model, save_model, source_files
 from .probe import ProbeError
 from .report import ConvertReport, LeftAlone
 from .rules import find_matches
-from .verify import VerifyError, VerifyResult, fused_session, verify as verify_models
+from .verify import VerifyError, VerifyResult, choose_tolerance, fused_session, lowest_precision
+from .verify import verify as verify_models
 
 __all__ = ["convert", "convert_model", "ConvertResult", "ConvertError", "VerifyError",
            "default_output_path", "sample_inputs", "verify_models", "fused_session"]
@@ -34,7 +36,8 @@ MAX_IR_VERSION = 10
 
 # Decomposed attention first, then the attention ops already in the graph: the order of the
 # report's rows and of the fastattn_<i> node names.
-RULE_PASSES = (sdpa_decomposed.RULES, {**onnx_attention.RULES, **microsoft_mha.RULES})
+RULE_PASSES = (sdpa_decomposed.RULES, {**onnx_attention.RULES, **microsoft_mha.RULES,
+                                        **microsoft_attention.RULES})
 
 
 @dataclasses.dataclass
@@ -72,6 +75,40 @@ def _progress(enabled: bool, message: str) -> None:
         print(f"[convert] {message}", flush=True)
 
 
+def _float_type(value: ir.Value | None) -> str | None:
+    """numpy's name of the value's float element type ("float16"), or None."""
+    dtype = value.dtype if value is not None else None
+    return dtype.numpy().name if dtype is not None and dtype.is_floating_point() else None
+
+
+def _op_type(node: ir.Node) -> str | None:
+    """The fused node's element type: its query's (key, value and output share it, by the op's
+    contract; whichever the exporter typed)."""
+    return next(filter(None, map(_float_type, [*node.inputs[:3], node.outputs[0]])), None)
+
+
+def _computed_from(values: list[ir.Value]) -> Iterator[ir.Value]:
+    """Every value computed from these (within the graph they are in)."""
+    seen, pending = {id(v) for v in values}, list(values)
+    while pending:
+        for use in pending.pop().uses():
+            for output in use.node.outputs:
+                if id(output) not in seen:
+                    seen.add(id(output))
+                    pending.append(output)
+                    yield output
+
+
+def _compute_type(fused_nodes: list[ir.Node], replaced_nodes: list[ir.Node]) -> str | None:
+    """The lowest float precision of what the conversion changed: the fused nodes, the
+    values of the nodes they replaced, and everything computed from the fused outputs. The rest
+    of the graph computes the same in both models."""
+    changed = [v for node in replaced_nodes for v in node.outputs]
+    changed += _computed_from([v for node in fused_nodes for v in node.outputs])
+    types = [*map(_op_type, fused_nodes), *map(_float_type, changed)]
+    return lowest_precision(filter(None, types))
+
+
 def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
     """Rewrite `model` in place; returns what was found, fused and left alone.
 
@@ -93,7 +130,7 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
         raise ConvertError(f"cannot probe the original model: {error}") from None
     rejected_ids = {id(found) for found, _ in rejected}
     report.left += [LeftAlone(found.name, reason) for found, reason in rejected]
-    nodes_before = sum(1 for _ in graph)
+    nodes_before, fused_nodes = list(graph), []
     for found in matches:
         if id(found) not in rejected_ids:
             fusion = found.fusion()
@@ -103,12 +140,17 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
                 continue
             node = emit(graph, fusion, prefix=f"fastattn_{len(report.fused)}")
             report.fused.append(report_row(fusion, node))
+            report.fused[-1].compute_type = _op_type(node)
+            fused_nodes.append(node)
     if report.fused:
         ir_passes.RemoveUnusedNodesPass()(model)
         model.opset_imports.setdefault(OP_DOMAIN, OP_SINCE_VERSION)
         if model.ir_version is None or model.ir_version > MAX_IR_VERSION:
             model.ir_version = MAX_IR_VERSION
-    report.removed_nodes = nodes_before - sum(1 for _ in graph)
+    alive = {id(node) for node in graph}
+    replaced = [node for node in nodes_before if id(node) not in alive]
+    report.removed_nodes = len(nodes_before) - len(alive)
+    report.compute_type = _compute_type(fused_nodes, replaced)
     return report
 
 
@@ -123,14 +165,23 @@ def _verify_sizes(report: ConvertReport) -> dict | None:
 
 def convert(model_or_path, output_path: str | None = None, verify: bool = True,
             report_path: str | None = None, progress: bool = False,
-            verify_sizes: dict | None = None) -> ConvertResult:
+            verify_sizes: dict | None = None, tolerance: float | None = None,
+            allow_unchanged: bool = False) -> ConvertResult:
     """Convert a model file (or an onnx.ModelProto / onnx_ir.Model) and write the result.
 
     With a path, the output defaults to `<name>.fa.onnx` beside it; the input is never
     overwritten. The output appears only once conversion (and verification, if on) succeeded.
     An onnx_ir.Model passed in is rewritten in place (result.model is that object).
+
+    Nothing fused: nothing is written (neither model nor report) and the result says so
+    (result.fused == 0, result.output_path None; report.nothing_fused() gives the reasons);
+    allow_unchanged=True writes the unchanged copy anyway. Not an exception: finding nothing to
+    fuse is an answer about the model, and callers read it from the report.
+    tolerance: verification's relative tolerance for float outputs; by default the one of the
+    precision the fused attention computes in (see verify.py).
     """
     started = time.perf_counter()
+    choose_tolerance(None, tolerance)  # a bad value fails before anything is read
     input_path = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else None
     if input_path is not None:
         input_path = os.fspath(input_path)
@@ -147,7 +198,11 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
             original_path = os.path.join(scratch, "original.onnx")
             save_model(model, original_path)
         report = convert_model(model, progress=progress)  # in place (an onnx_ir.Model input too)
-        report.input_path, report.output_path = input_path, output_path
+        report.input_path = input_path
+        if not report.fused and not allow_unchanged:  # a copy of the input helps nobody
+            _progress(progress, f"{report.nothing_fused().splitlines()[0]}; nothing written")
+            return ConvertResult(model, report, None, None)
+        report.output_path = output_path
         result = ConvertResult(model, report, output_path, None)
         if output_path is None and not verify and not report_path:
             return result
@@ -157,9 +212,11 @@ def convert(model_or_path, output_path: str | None = None, verify: bool = True,
         try:
             if verify and report.fused:
                 _progress(progress, "verifying in ONNX Runtime")
-                result.verify = verify_models(original_path, pending.path,
-                                              verify_sizes or _verify_sizes(report))
+                result.verify = verify_models(
+                    original_path, pending.path, verify_sizes or _verify_sizes(report),
+                    tolerance=choose_tolerance(report.compute_type, tolerance))
                 report.verify = {"summary": result.verify.summary(),
+                                 "tolerance": result.verify.tolerance,
                                  "outputs": [dataclasses.asdict(c) for c in result.verify.outputs],
                                  "providers": result.verify.converted_providers}
                 if not result.verify.ok:

@@ -20,6 +20,7 @@ class FusedAttention:
     kv_cache: bool = False
     softcap: float = 0.0
     layout: str = "4d"  # "3d": Q/K/V/output as [B, S, heads*D], head split/merge removed
+    compute_type: str | None = None  # the query's element type: what the op computes in
 
 
 @dataclasses.dataclass
@@ -36,6 +37,9 @@ class ConvertReport:
     fused: list[FusedAttention] = dataclasses.field(default_factory=list)
     left: list[LeftAlone] = dataclasses.field(default_factory=list)
     removed_nodes: int = 0
+    # The lowest float precision of what the conversion changes (the fused nodes, the nodes they
+    # replaced, everything computed from their outputs): verification's default tolerance.
+    compute_type: str | None = None
     verify: dict | None = None
 
     def to_dict(self) -> dict:
@@ -60,13 +64,21 @@ class ConvertReport:
                 mask.append("additive bias")
             if f.softcap:
                 mask.append(f"softcap {f.softcap:g}")
-            lines.append(f"  fused {f.node} [{f.source}, {f.layout}]: {f.num_heads} heads, "
+            kind = ", ".join(filter(None, (f.source, f.layout, f.compute_type)))
+            lines.append(f"  fused {f.node} [{kind}]: {f.num_heads} heads, "
                          f"{f.kv_num_heads} kv heads, head size {f.head_size}; "
                          f"{', '.join(mask) or 'no mask'}"
                          + (f"; repeat_kv removed ({f.kv_repeat_removed})" if f.kv_repeat_removed else "")
                          + ("; KV cache as past/present" if f.kv_cache else ""))
-        for item in self.left:
-            lines.append(f"  left {item.node}: {item.reason}")
+        lines += [f"  left {item.node}: {item.reason}" for item in self.left]
         if self.verify is not None:
             lines.append(f"  {self.verify.get('summary', '')}")
+        return "\n".join(lines)
+
+    def nothing_fused(self) -> str:
+        """Why no output was written: what was found and each reason it was left alone."""
+        if not self.found:
+            return "nothing fused: no attention subgraph found"
+        lines = [f"nothing fused: {self.found} attention subgraph(s) found, 0 fused"]
+        lines += [f"  left {item.node}: {item.reason}" for item in self.left]
         return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""`python -m fastattn_onnx convert model.onnx [-o out.onnx] [--no-verify] [--report r.json]`."""
+"""`python -m fastattn_onnx convert model.onnx [-o out.onnx] [--no-verify] [--report r.json]
+[--tolerance X] [--allow-unchanged]`."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import sys
 
 # Exit codes (documented in --help): scripts can tell a bad model from a bad path.
 EXIT_OK, EXIT_BAD_MODEL, EXIT_VERIFY_FAILED, EXIT_INPUT_IO, EXIT_OUTPUT_IO = 0, 2, 3, 4, 5
+EXIT_NOTHING_FUSED = 6
 
 EPILOG = """\
 exit codes:
@@ -17,6 +19,16 @@ exit codes:
      the path is a directory/device/FIFO or names the input (or its external data), disk
      full; nothing written (the model, its .data file and the report are moved into place
      together, the report first, only once everything succeeded)
+  6  nothing fused: no attention subgraph found, or every one left alone (the reasons are
+     printed); nothing written (--allow-unchanged writes the unchanged copy and exits 0)
+
+verification tolerance: an output passes when max|converted - original| <= tolerance *
+max|original|, compared in float64. The default follows the precision the fused attention
+computes in (the lowest float type of the fused nodes, what they replaced and what reads their
+outputs), not the outputs' type: 1e-4 float32, 1e-2 float16, 3e-2 bfloat16. So a float16 graph
+with float32 inputs and outputs gets the float16 tolerance: its original is itself only float16-
+accurate. --tolerance replaces it for every float output; integer and bool outputs must always
+match exactly.
 """
 
 
@@ -32,9 +44,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="run original and converted on random inputs and compare (default on)")
     parser.add_argument("--report", metavar="JSON", help="write the conversion report here")
+    parser.add_argument("--tolerance", type=_tolerance, metavar="X",
+                        help="verification's allowed max|diff|, relative to each float output's "
+                             "largest magnitude (default: by compute precision, see below)")
+    parser.add_argument("--allow-unchanged", action="store_true",
+                        help="write the model even when nothing was fused (exit 0, not 6)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(run=run)
     return parser
+
+
+def _tolerance(text: str) -> float:
+    from ..convert.verify import choose_tolerance
+
+    try:
+        return choose_tolerance(None, float(text)).relative
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0") from None
 
 
 def _error(message: str) -> None:
@@ -47,7 +73,8 @@ def run(args) -> int:
 
     try:
         result = convert(args.model, output_path=args.output, verify=args.verify,
-                         report_path=args.report, progress=not args.quiet)
+                         report_path=args.report, progress=not args.quiet,
+                         tolerance=args.tolerance, allow_unchanged=args.allow_unchanged)
     except InputFileError as error:
         _error(str(error))
         return EXIT_INPUT_IO
@@ -69,6 +96,10 @@ def run(args) -> int:
         where = f"{error.filename}: " if error.filename else ""
         _error(f"{where}{error.strerror or error}; nothing written")
         return EXIT_OUTPUT_IO
+    if not result.report.fused and not args.allow_unchanged:
+        print(f"error: {result.report.nothing_fused()}\n"
+              f"  nothing written (--allow-unchanged writes the unchanged model)", file=sys.stderr)
+        return EXIT_NOTHING_FUSED
     print(result.report.summary())
     print(f"wrote {result.output_path}")
     return EXIT_OK

@@ -103,7 +103,10 @@ def run_model_demo(model_path: str, seq: int, threads: int, repeats: int) -> boo
     out_path = os.path.splitext(model_path)[0] + ".fa.onnx"
     result = convert(model_path, out_path, verify=True)
     print(f"convert {os.path.basename(model_path)}: {result.found} attention subgraphs found, {result.fused} fused; "
-          f"verify: {result.verify.summary() if result.verify else 'skipped'} -> {out_path}")
+          f"verify: {result.verify.summary() if result.verify else 'skipped'} -> {result.output_path}")
+    if not result.fused:  # nothing written: nothing to compare
+        print(result.report.summary())
+        return False
     original = ort.InferenceSession(model_path, session_options(threads), providers=["CPUExecutionProvider"])
     converted = ort.InferenceSession(out_path, session_options(threads), providers=[EP_NAME, "CPUExecutionProvider"])
     feeds = sample_inputs(model_path, batch=1, seq=seq)
