@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import EP_NAME
-from .common import machine_line, session_options, sgemm_rate, time_ms
+from .common import machine_line, peak_rss_bytes, session_options, sgemm_rate, time_ms
 
 # (S, N, D, causal): the issue's two speed cases plus the non-causal D=64 reference point.
 SPEED_CASES = [(4096, 8, 64, True), (4096, 8, 128, False), (4096, 8, 64, False)]
@@ -131,11 +131,8 @@ def ceiling_line(case: Case, median_ms: dict[str, float], gemm_gflops: float, go
 
 
 def _peak_rss_child(seq: int, heads: int, head_dim: int, threads: int, which: str) -> None:
-    """Runs in a fresh process: extra peak RSS (VmHWM) of one call after inputs are in memory."""
-    def hwm_kib() -> int:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-
+    """Runs in a fresh process (started by exec, so its peak starts at its own): extra peak RSS
+    of one call after inputs are in memory."""
     rng = np.random.default_rng(0)
     case = Case(seq, heads, head_dim, True)
     x = [rng.standard_normal((1, seq, heads * head_dim), dtype=np.float32) for _ in range(3)]
@@ -149,11 +146,11 @@ def _peak_rss_child(seq: int, heads: int, head_dim: int, threads: int, which: st
         torch.set_num_threads(threads)
         t = [torch.from_numpy(a).view(1, seq, heads, head_dim).transpose(1, 2).contiguous() for a in x]
         call = lambda: torch.nn.functional.scaled_dot_product_attention(*t, is_causal=True)  # noqa: E731
-    before = hwm_kib()
+    before = peak_rss_bytes()
     out = call()
-    after = hwm_kib()
+    after = peak_rss_bytes()
     del out
-    print(json.dumps({"extra_peak_mib": (after - before) / 1024}))
+    print(json.dumps({"extra_peak_mib": (after - before) / 2**20}))
 
 
 def bench_memory(threads: int, heads: int = 8, head_dim: int = 64) -> list[dict]:
@@ -223,6 +220,8 @@ def add_parser(sub) -> None:
                    help="cpu: FastAttention inputs as [B, S, N*D] (3d) or [B, N, S, D] (4d)")
     p.add_argument("--quick", action="store_true", help="cpu: short sequences (a smoke run, not the goals)")
     p.add_argument("--json", help="cpu: write the results here")
-    p.add_argument("--seq-len", type=int, default=4096, help="model: prefill length")
-    p.add_argument("--batch", type=int, default=1, help="model: batch size")
+    p.add_argument("--seq-len", type=int, help="model: prefill length (default: the length the "
+                   "model's inputs fix, else 4096); refused where its inputs fix another")
+    p.add_argument("--batch", type=int, help="model: batch size (default: the one the model's "
+                   "inputs fix, else 1); refused where its inputs fix another")
     p.set_defaults(run=run)

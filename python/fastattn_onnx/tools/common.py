@@ -1,8 +1,10 @@
-"""What several tools share: session options, timing, the machine's GEMM rate and description."""
+"""What several tools share: session options, timing, the machine's GEMM rate and description,
+a process's own peak memory."""
 from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -61,3 +63,21 @@ def machine_line(threads: int) -> str:
         pass
     return (f"machine: {cpu}, {os.cpu_count()} cores, threads={threads}, kernel ISA {_kernels.cpu_isa()}, "
             f"onnxruntime {ort.__version__}")
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process's own address space,
+    which starts afresh at exec. Not ru_maxrss: Linux carries it over from the old address space
+    at exec, so a child started by a big parent reports the parent's peak. Where /proc is absent,
+    ru_maxrss all the same (bytes on macOS, KiB elsewhere); it may include the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
