@@ -350,7 +350,8 @@ def _run(p, kind, d):
         argv = argv + ["--allow-unchanged"]
     expected = KINDS[kind]
     # Nothing to fuse: exit 6 writing nothing, unless --allow-unchanged (then as a conversion).
-    nothing_fused = model == "mlp" and not p.get("allow_unchanged")
+    nothing_fused = (model == "mlp" or kind == "in_already_converted") and \
+        not p.get("allow_unchanged")
     if nothing_fused and expected == {0}:
         expected = {6}
     before = {w: _state(w) for w in watch}

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 
-from ..constants import OP_DOMAIN, OP_SINCE_VERSION
+from ..constants import OP_DOMAIN, OP_SINCE_VERSION, OP_TYPE
 from . import analysis, inputs, microsoft_attention, microsoft_mha, onnx_attention, sdpa_decomposed
 from .emit import contract_violation, emit, report_row
 from .loading import ConvertError, check_paths, load_model, save_model, source_files
@@ -122,6 +122,7 @@ def convert_model(model: ir.Model, progress: bool = False) -> ConvertReport:
         matches += pass_matches
         skipped += pass_skipped
     report.found = len(matches) + len(skipped)
+    report.already_fused = sum(1 for n in graph if (n.domain, n.op_type) == (OP_DOMAIN, OP_TYPE))
     report.left += [LeftAlone(name, reason) for name, reason in skipped]
     _progress(progress, f"{len(matches)} attention subgraph(s) matched; probing sizes and masks")
     try:

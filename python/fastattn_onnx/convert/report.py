@@ -37,6 +37,7 @@ class ConvertReport:
     fused: list[FusedAttention] = dataclasses.field(default_factory=list)
     left: list[LeftAlone] = dataclasses.field(default_factory=list)
     removed_nodes: int = 0
+    already_fused: int = 0  # FastAttention nodes the input had (a converted model again)
     # The lowest float precision of what the conversion changes (the fused nodes, the nodes they
     # replaced, everything computed from their outputs): verification's default tolerance.
     compute_type: str | None = None
@@ -78,7 +79,9 @@ class ConvertReport:
     def nothing_fused(self) -> str:
         """Why no output was written: what was found and each reason it was left alone."""
         if not self.found:
-            return "nothing fused: no attention subgraph found"
+            already = (f" (it already has {self.already_fused} FastAttention node(s))"
+                       if self.already_fused else "")
+            return f"nothing fused: no attention subgraph found{already}"
         lines = [f"nothing fused: {self.found} attention subgraph(s) found, 0 fused"]
         lines += [f"  left {item.node}: {item.reason}" for item in self.left]
         return "\n".join(lines)
