@@ -1,4 +1,4 @@
-"""What many users already have on disk: BERT after onnxruntime.transformers.optimizer. Its
+"""What many users already have on disk: BERT (and RoBERTa) after onnxruntime.transformers.optimizer. Its
 com.microsoft.Attention (packed weights; mask_index as [B] lengths by default, or the raw [B, S]
 mask) and MultiHeadAttention (with its projection bias) become FastAttention, verified against
 ONNX Runtime's own run of the optimized model."""
@@ -18,7 +18,7 @@ ORT_ATTENTION_OPS = {"Attention", "MultiHeadAttention"}
 FORMS = {"default": "Attention", "raw_mask": "Attention", "multi_head": "MultiHeadAttention"}
 
 
-def _ort_optimized(source: str, form: str, path: str) -> list[str]:
+def _ort_optimized(source: str, form: str, path: str, arch: str = "bert") -> list[str]:
     """Writes the optimizer's output to `path`; returns its attention op types."""
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
@@ -27,17 +27,19 @@ def _ort_optimized(source: str, form: str, path: str) -> list[str]:
     options.use_multi_head_attention = form == "multi_head"
     if form == "raw_mask":
         options.use_raw_attention_mask(True)
-    optimized = optimize_model(source, model_type="bert", num_heads=SIZES["bert"]["heads"],
-                               hidden_size=SIZES["bert"]["hidden"], optimization_options=options)
+    optimized = optimize_model(source, model_type="bert", num_heads=SIZES[arch]["heads"],
+                               hidden_size=SIZES[arch]["hidden"], optimization_options=options)
     optimized.save_model_to_file(path)
     return [n.op_type for n in optimized.model.graph.node if n.op_type in ORT_ATTENTION_OPS]
 
 
-@pytest.mark.parametrize("exporter,form", [("torchscript", "default"), ("torchscript", "raw_mask"),
-                                           ("torchscript", "multi_head"), ("dynamo", "default")])
-def test_ort_optimized_bert_every_layer_fused(exporter, form, tmp_path_factory, tmp_path):
-    path = str(tmp_path / f"bert-{exporter}-{form}.ort.onnx")
-    ort_ops = _ort_optimized(exported("bert", exporter, tmp_path_factory), form, path)
+@pytest.mark.parametrize("arch,exporter,form", [
+    ("bert", "torchscript", "default"), ("bert", "torchscript", "raw_mask"),
+    ("bert", "torchscript", "multi_head"), ("bert", "dynamo", "default"),
+    ("roberta", "torchscript", "default")])
+def test_ort_optimized_bert_every_layer_fused(arch, exporter, form, tmp_path_factory, tmp_path):
+    path = str(tmp_path / f"{arch}-{exporter}-{form}.ort.onnx")
+    ort_ops = _ort_optimized(exported(arch, exporter, tmp_path_factory), form, path, arch)
     if exporter == "torchscript":  # the forms this test is about
         assert ort_ops == [FORMS[form]] * LAYERS, ort_ops
     # (ORT 1.32's BERT patterns do not match dynamo's graph: its attention stays decomposed,
