@@ -14,7 +14,7 @@ import warnings
 
 __version__ = "0.1.0"
 
-from ._kernels import attention  # noqa: E402  (the kernel on NumPy arrays)
+from .device_tensors import attention  # noqa: E402  (the kernel on NumPy arrays and CUDA tensors)
 from .constants import EP_NAME, OP_DOMAIN, OP_TYPE  # noqa: E402,F401  (public names of the op and the EP)
 from ._ort import (  # noqa: E402
     check_onnxruntime,

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -217,6 +218,54 @@ py::object attention(py::object q, py::object k, py::object v, py::object num_he
   return std::move(outputs[0]);
 }
 
+// A tensor on an accelerator as fastattn_onnx/device_tensors.py describes it: (data pointer,
+// dtype name, dims, strides in elements). Python keeps the memory alive during the call.
+TensorArg device_arg(const py::tuple& t) {
+  TensorArg a;
+  a.desc.present = true;
+  a.data = reinterpret_cast<void*>(t[0].cast<uintptr_t>());
+  a.desc.dtype = dtype_named(t[1].cast<std::string>());
+  a.desc.dims = t[2].cast<std::vector<int64_t>>();
+  a.desc.rank = static_cast<int>(a.desc.dims.size());
+  a.strides = t[3].cast<std::vector<int64_t>>();
+  if (a.strides.size() != a.desc.dims.size()) throw py::value_error("device tensor strides do not match its rank");
+  return a;
+}
+
+// The op on tensors already on a device (CUDA now), enqueued on `stream` (the caller's, e.g.
+// torch's current stream): returns when the kernel is launched, not when it is done. Outputs
+// are allocated by the caller with the shapes infer_outputs gives.
+void attention_on_device(const py::dict& attributes, const std::vector<std::optional<py::tuple>>& inputs,
+                         const std::vector<std::optional<py::tuple>>& outputs, const std::string& device,
+                         int ordinal, uintptr_t stream) {
+  const core::OpAttributes attrs = read_attributes(attributes);
+  fastattn::Device where{fastattn::DeviceKind::kCpu, ordinal};
+  if (device == "cuda") where.kind = fastattn::DeviceKind::kCuda;
+  else throw py::value_error("device tensors must be on a CUDA device, got " + device);
+  TensorArg in[core::kNumInputs], out[core::kNumOutputs];
+  TensorDesc in_desc[core::kNumInputs], out_desc[core::kNumOutputs];
+  for (size_t i = 0; i < inputs.size() && i < core::kNumInputs; ++i)
+    if (inputs[i]) in_desc[i] = (in[i] = device_arg(*inputs[i])).desc;
+  if (auto rule = core::infer_outputs(attrs, in_desc, out_desc); rule.broken()) raise(rule);
+  for (size_t i = 0; i < outputs.size() && i < core::kNumOutputs; ++i) {
+    if (!outputs[i]) continue;
+    out[i] = device_arg(*outputs[i]);
+    if (out[i].desc.dims != out_desc[i].dims || out[i].desc.dtype != out_desc[i].dtype)
+      throw py::value_error(std::string(core::kOutputNames[i]) + " has the wrong shape or dtype");
+  }
+  fastattn::AttentionParams p;
+  std::string rule = core::fill_params(attrs, in, out, where, &p);
+  if (rule.empty()) {
+    py::gil_scoped_release release;
+    const fastattn::LaunchContext ctx{where, reinterpret_cast<void*>(stream),
+                                      [](int64_t n, const std::function<void(int64_t)>& fn) {
+                                        for (int64_t i = 0; i < n; ++i) fn(i);
+                                      }};
+    rule = fastattn::attention_forward(p, ctx);
+  }
+  if (!rule.empty()) throw py::value_error(rule);
+}
+
 // The contract's shape inference for onnx's schema (python/fastattn_onnx/schema.py): inputs are
 // None or (dtype name, dims with -1 for unknown); returns per output None or
 // (dtype name, dims, [(input, dim) each dim equals, or (-1, -1)]).
@@ -279,6 +328,10 @@ PYBIND11_MODULE(_kernels, m) {
         "out / present_key / present_value: optional preallocated (C-contiguous, writeable) outputs;\n"
         "giving a present returns (out, present_key, present_value) as return_present=True does.\n"
         "bfloat16: ml_dtypes.bfloat16 arrays, or uint16 arrays of the bits with dtype=\"bfloat16\".");
+  m.def("attention_on_device", &attention_on_device, py::arg("attributes"), py::arg("inputs"),
+        py::arg("outputs"), py::arg("device"), py::arg("ordinal"), py::arg("stream"),
+        "The op on device tensors described as (pointer, dtype name, dims, element strides), launched\n"
+        "on `stream` (an integer handle); fastattn_onnx.attention calls it for CUDA tensors.");
   m.def("infer_outputs", &infer_outputs, py::arg("attributes"), py::arg("inputs"),
         "The op contract's output types and shapes (used by the ONNX schema's shape inference)");
   m.def("op_contract", &op_contract, "The op's domain, type, version, EP name and attribute defaults");
