@@ -204,6 +204,10 @@ def run_cpu(args) -> int:
 def run(args) -> int:
     if args.target == "cpu":
         return run_cpu(args)
+    if args.target == "gpu":
+        from .bench_gpu import run_gpu
+
+        return run_gpu(args)
     from .bench_model import run_model_bench
 
     return run_model_bench(args.target, seq_len=args.seq_len, batch=args.batch, repeats=args.repeats,
@@ -212,13 +216,15 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="speed and memory against PyTorch SDPA and ONNX Runtime's own attention")
-    p.add_argument("target", help="'cpu' for the kernel benchmark, or a model.onnx to time before/after convert")
+    p.add_argument("target", help="'cpu' or 'gpu' for the kernel benchmarks, or a model.onnx to time "
+                   "before/after convert")
+    p.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16", help="gpu: element type")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--memory", action="store_true", help="cpu: also the peak extra memory at S=8K..32K")
     p.add_argument("--layout", choices=("3d", "4d"), default="3d",
                    help="cpu: FastAttention inputs as [B, S, N*D] (3d) or [B, N, S, D] (4d)")
-    p.add_argument("--quick", action="store_true", help="cpu: short sequences (a smoke run, not the goals)")
+    p.add_argument("--quick", action="store_true", help="cpu, gpu: short sequences (a smoke run, not the goals)")
     p.add_argument("--json", help="cpu: write the results here")
     p.add_argument("--seq-len", type=int, help="model: prefill length (default: the length the "
                    "model's inputs fix, else 4096); refused where its inputs fix another")
