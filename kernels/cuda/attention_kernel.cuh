@@ -1,0 +1,494 @@
+// The forward attention kernel template, FlashAttention-2 structure: one thread block per
+// (query tile, head, batch); K and V tiles streamed through shared memory from the last visible
+// key tile down to the first; online softmax in float32; P cast to the element type for P @ V.
+// Everything that depends on the GPU generation comes from the traits (kernel_traits.cuh).
+//
+// Visibility (README "The op"): query row i sits at i' = i + S_total - S_q; key j is visible iff
+// j < S_total, i' - window_left <= j (window_left >= 0), j <= i' + window_right (window_right
+// >= 0), and key_padding_mask[b, j] != 0. Key tiles no row of the block can see are skipped
+// (their loads too); the key_padding_mask is classified per block from its visible range inside
+// the block's key range: contiguous (left or right padding: only the edge tiles need per-element
+// work) or general (every tile checks each key). Rows with no visible key output zeros.
+#pragma once
+
+#include <cfloat>
+#include <climits>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cute/tensor.hpp>
+
+#include "fwd_params.h"
+#include "kernel_traits.cuh"
+
+namespace fastattn::cuda {
+
+using namespace cute;
+
+namespace detail {
+
+// 2^x with the MUFU unit. CUDA exposes ex2.approx only through -use_fast_math, which would change
+// every other math call of the file: raw PTX. ex2.approx.ftz(-inf) = +0, NaN stays NaN.
+CUTE_DEVICE float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// tanh from one MUFU exponential: tanh(x) = 1 - 2 / (e^{2x} + 1). Absolute error about 1e-7
+// (tanh.approx.f32 is ~5e-4 relative, too coarse once multiplied by a softcap of 30 or 50);
+// saturates to +-1, NaN stays NaN.
+CUTE_DEVICE float tanh_fast(float x) {
+  const float e = exp2_fast(x * 2.8853900817779268f);  // 2 log2(e)
+  return 1.f - __fdividef(2.f, e + 1.f);
+}
+
+struct MaxOp {
+  CUTE_DEVICE float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct SumOp {
+  CUTE_DEVICE float operator()(float a, float b) const { return a + b; }
+};
+
+// Element-type conversion of a compact float fragment (adjacent values in pairs).
+template <class To, class Frag>
+CUTE_DEVICE auto to_element(Frag const& f) {
+  auto out = make_tensor<To>(f.layout());
+  static_assert(decltype(size(f))::value % 2 == 0);
+  CUTE_UNROLL
+  for (int i = 0; i < size(f); i += 2) {
+    const float2 v = make_float2(f(i), f(i + 1));
+    if constexpr (std::is_same_v<To, cutlass::half_t>) {
+      *reinterpret_cast<__half2*>(&out(i)) = __float22half2_rn(v);
+    } else {
+      *reinterpret_cast<__nv_bfloat162*>(&out(i)) = __float22bfloat162_rn(v);
+    }
+  }
+  return out;
+}
+
+CUTE_DEVICE bool mask_value(const FwdParams& p, int b, int j) {
+  const int64_t at = b * p.mask_b + j;
+  switch (p.mask_bytes) {
+    case 1: return static_cast<const uint8_t*>(p.mask)[at] != 0;
+    case 4: return static_cast<const int32_t*>(p.mask)[at] != 0;
+    default: return static_cast<const int64_t*>(p.mask)[at] != 0;
+  }
+}
+
+// acc += A @ B^T with both operands read from shared memory one k-block ahead of the MMAs.
+template <class TiledMma, class Acc, class RA, class RB, class SA, class SB, class CopyA, class CopyB, class RAv,
+          class RBv>
+CUTE_DEVICE void gemm_ss(TiledMma& mma, Acc& acc, RA& rA, RB& rB, SA const& sA, SB const& sB, CopyA const& cpA,
+                         CopyB const& cpB, RAv& rAv, RBv& rBv) {
+  constexpr int kBlocks = decltype(size<2>(rA))::value;
+  static_assert(kBlocks == decltype(size<2>(rB))::value);
+  cute::copy(cpA, sA(_, _, 0), rAv(_, _, 0));
+  cute::copy(cpB, sB(_, _, 0), rBv(_, _, 0));
+  CUTE_UNROLL
+  for (int k = 0; k < kBlocks; ++k) {
+    if (k + 1 < kBlocks) {
+      cute::copy(cpA, sA(_, _, k + 1), rAv(_, _, k + 1));
+      cute::copy(cpB, sB(_, _, k + 1), rBv(_, _, k + 1));
+    }
+    cute::gemm(mma, rA(_, _, k), rB(_, _, k), acc);
+  }
+}
+
+// acc += A @ B^T with A already in registers, B read from shared memory one k-block ahead.
+template <class TiledMma, class Acc, class RA, class RB, class SB, class CopyB, class RBv>
+CUTE_DEVICE void gemm_rs(TiledMma& mma, Acc& acc, RA const& rA, RB& rB, SB const& sB, CopyB const& cpB, RBv& rBv) {
+  constexpr int kBlocks = decltype(size<2>(rA))::value;
+  static_assert(kBlocks == decltype(size<2>(rB))::value);
+  cute::copy(cpB, sB(_, _, 0), rBv(_, _, 0));
+  CUTE_UNROLL
+  for (int k = 0; k < kBlocks; ++k) {
+    if (k + 1 < kBlocks) cute::copy(cpB, sB(_, _, k + 1), rBv(_, _, k + 1));
+    cute::gemm(mma, rA(_, _, k), rB(_, _, k), acc);
+  }
+}
+
+// Loads one (rows x kHeadDim) tile whose global row r comes from `first` when r < split, else
+// from `second` (past then new keys; a query tile passes the same tensor twice). Rows at or past
+// `rows`, rows row_ok rejects and columns at or past `cols` are zero-filled.
+template <class Loader, class TiledCopy, class Src, class Dst, class Stage, class Crd, class RowOk>
+CUTE_DEVICE void load_tile(TiledCopy const& tc, Src const& first, Src const& second, Dst& dst, Stage& stage,
+                           Crd const& crd, int row0, int split, int rows, int cols, RowOk const& row_ok) {
+  CUTE_UNROLL
+  for (int m = 0; m < size<1>(dst); ++m) {
+    const int row = row0 + get<0>(crd(0, m, 0));
+    const bool live = row < rows && row_ok(row);
+    CUTE_UNROLL
+    for (int k = 0; k < size<2>(dst); ++k) {
+      auto d = dst(_, m, k);
+      auto s = stage(_, m, k);
+      if (live && get<1>(crd(0, m, k)) < cols) {
+        if (row < split) Loader::copy_vec(tc, first(_, m, k), d, s);
+        else Loader::copy_vec(tc, second(_, m, k), d, s);
+      } else {
+        Loader::clear_vec(d, s);
+      }
+    }
+  }
+}
+
+struct AllRows {
+  CUTE_DEVICE bool operator()(int) const { return true; }
+};
+
+}  // namespace detail
+
+// kFull: the variant for calls with attn_bias, softcap or a key_padding_mask. Without them the
+// lean variant keeps those paths (and their registers) out of the main loop.
+template <class Tr, bool kFull>
+CUTE_DEVICE void attention_tile(const FwdParams& p) {
+  using T = typename Tr::Element;
+  using Loader = typename Tr::Loader;
+  using Frag = typename Tr::Fragments;
+  constexpr int kBlockM = Tr::kBlockM;
+  constexpr int kBlockN = Tr::kBlockN;
+  constexpr int kHeadDim = Tr::kHeadDim;
+  constexpr int kNThreads = Tr::kNThreads;
+
+  extern __shared__ __align__(128) char smem[];
+  __shared__ int mask_info[3];  // first visible key, last visible key, count
+  // key_padding_mask of the key tile in flight (1: visible, in range), staged once per tile so that
+  // the masking and the V loads read shared memory instead of the mask tensor.
+  __shared__ uint8_t key_ok[kBlockN];
+  static_assert(kBlockN <= kNThreads);
+
+  const int tid = threadIdx.x;
+  // Heaviest query tiles (the last ones under causal masks) start first.
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z, kvh = h / p.kv_group;
+  const int row0 = m_block * kBlockM;
+  const int rows_here = min(kBlockM, p.seq_q - row0);
+  const int shift = p.seq_total - p.seq_q;  // i' = i + shift
+  const bool has_left = p.window_left >= 0, has_right = p.window_right >= 0;
+
+  // Keys any row of this block may see (inclusive).
+  int key_lo = 0, key_hi = p.seq_total - 1;
+  if (has_left) key_lo = max(key_lo, row0 + shift - p.window_left);
+  if (has_right) key_hi = min(key_hi, row0 + rows_here - 1 + shift + p.window_right);
+
+  // key_padding_mask: visible range and count inside [key_lo, key_hi].
+  int vis_first = key_lo, vis_last = key_hi;
+  bool mask_general = false;
+  const bool has_mask = kFull && p.mask != nullptr;
+  if (has_mask && key_lo <= key_hi) {
+    if (tid == 0) { mask_info[0] = INT_MAX; mask_info[1] = -1; mask_info[2] = 0; }
+    __syncthreads();
+    int first = INT_MAX, last = -1, count = 0;
+    for (int j = key_lo + tid; j <= key_hi; j += kNThreads) {
+      if (detail::mask_value(p, b, j)) { first = min(first, j); last = j; ++count; }
+    }
+    if (count > 0) {
+      atomicMin(&mask_info[0], first);
+      atomicMax(&mask_info[1], last);
+      atomicAdd(&mask_info[2], count);
+    }
+    __syncthreads();
+    vis_first = mask_info[0];
+    vis_last = mask_info[1];
+    const int visible = mask_info[2];
+    key_lo = max(key_lo, vis_first);
+    key_hi = min(key_hi, vis_last);
+    mask_general = visible != vis_last - vis_first + 1;
+  }
+
+  // Global tensors: one [rows, head_dim] slice per (batch, head).
+  auto slice = [&](const void* base, const SliceStrides& st, int head, int rows, int row_shift) {
+    const T* ptr = static_cast<const T*>(base) + b * st.batch + head * st.head - int64_t(row_shift) * st.row;
+    return make_tensor(make_gmem_ptr(ptr), make_shape(rows, Int<kHeadDim>{}), make_stride(st.row, _1{}));
+  };
+  Tensor mO = make_tensor(make_gmem_ptr(static_cast<T*>(p.out) + b * p.o_st.batch + h * p.o_st.head),
+                          make_shape(p.seq_q, Int<kHeadDim>{}), make_stride(p.o_st.row, _1{}));
+  Tensor gO = local_tile(mO, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
+
+  typename Tr::GmemTiledCopyO gcopy_o;
+  auto gthr_o = gcopy_o.get_thread_slice(tid);
+  Tensor tOgO = gthr_o.partition_D(gO);
+  Tensor tOcO = gthr_o.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  auto store_out = [&](auto const& regs) {
+    CUTE_UNROLL
+    for (int m = 0; m < size<1>(tOgO); ++m) {
+      if (get<0>(tOcO(0, m, 0)) >= rows_here) continue;
+      CUTE_UNROLL
+      for (int k = 0; k < size<2>(tOgO); ++k)
+        if (get<1>(tOcO(0, m, k)) < p.head_dim) cute::copy(gcopy_o, regs(_, m, k), tOgO(_, m, k));
+    }
+  };
+
+  if (key_lo > key_hi) {  // no row of this block sees any key: zeros
+    Tensor zeros = make_tensor<T>(shape(tOgO));
+    clear(zeros);
+    store_out(zeros);
+    return;
+  }
+  const int n_lo = key_lo / kBlockN, n_hi = key_hi / kBlockN;
+
+  Tensor gQ = local_tile(slice(p.q, p.q_st, h, p.seq_q, 0), Shape<Int<kBlockM>, Int<kHeadDim>>{},
+                         make_coord(m_block, 0));
+  auto kv_tiles = [&](const void* base, const SliceStrides& st, int row_shift) {
+    return local_tile(slice(base, st, kvh, p.seq_total, row_shift), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                      make_coord(_, 0));  // (kBlockN, kHeadDim, n tiles), indexed by key position
+  };
+  Tensor gKp = kv_tiles(p.past_k, p.pk_st, 0);
+  Tensor gKn = kv_tiles(p.k, p.k_st, p.seq_past);
+  Tensor gVp = kv_tiles(p.past_v, p.pv_st, 0);
+  Tensor gVn = kv_tiles(p.v, p.v_st, p.seq_past);
+
+  T* smem_q = reinterpret_cast<T*>(smem);
+  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Tr::SmemLayoutQ{});
+  Tensor sK = make_tensor(sQ.data() + cosize(typename Tr::SmemLayoutQ{}), typename Tr::SmemLayoutKV{});
+  Tensor sV = make_tensor(sK.data() + cosize(typename Tr::SmemLayoutKV{}), typename Tr::SmemLayoutKV{});
+  Tensor sVt = make_tensor(sV.data(), typename Tr::SmemLayoutVt{});
+  void* smem_scratch = smem + (cosize(typename Tr::SmemLayoutQ{}) + 2 * cosize(typename Tr::SmemLayoutKV{})) * sizeof(T);
+
+  // Global -> shared partitions.
+  typename Tr::GmemTiledCopy gcopy;
+  auto gthr = gcopy.get_thread_slice(tid);
+  Tensor tQgQ = gthr.partition_S(gQ);
+  Tensor tQsQ = gthr.partition_D(sQ);
+  Tensor tKgKp = gthr.partition_S(gKp);
+  Tensor tKgKn = gthr.partition_S(gKn);
+  Tensor tVgVp = gthr.partition_S(gVp);
+  Tensor tVgVn = gthr.partition_S(gVn);
+  Tensor tKsK = gthr.partition_D(sK);
+  Tensor tVsV = gthr.partition_D(sV);
+  Tensor tQcQ = gthr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  Tensor tKVcKV = gthr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  Tensor stage_q = make_tensor<T>(shape(tQsQ));    // used by register-staged loaders only
+  Tensor stage_kv = make_tensor<T>(shape(tKsK));
+
+  // MMA partitions and shared -> register copies.
+  typename Tr::TiledMma mma;
+  auto thr_mma = mma.get_thread_slice(tid);
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
+  Tensor tSrK = thr_mma.partition_fragment_B(sK);
+  Tensor tOrVt = thr_mma.partition_fragment_B(sVt);
+  auto s2r_q = make_tiled_copy_A(typename Tr::SmemCopyAtomA{}, mma);
+  auto s2r_k = make_tiled_copy_B(typename Tr::SmemCopyAtomB{}, mma);
+  auto s2r_v = make_tiled_copy_B(typename Tr::SmemCopyAtomVt{}, mma);
+  auto s2r_q_thr = s2r_q.get_thread_slice(tid);
+  auto s2r_k_thr = s2r_k.get_thread_slice(tid);
+  auto s2r_v_thr = s2r_v.get_thread_slice(tid);
+  Tensor tSsQ = s2r_q_thr.partition_S(sQ);
+  Tensor tSsK = s2r_k_thr.partition_S(sK);
+  Tensor tOsVt = s2r_v_thr.partition_S(sVt);
+  Tensor tSrQ_v = s2r_q_thr.retile_D(tSrQ);
+  Tensor tSrK_v = s2r_k_thr.retile_D(tSrK);
+  Tensor tOrVt_v = s2r_v_thr.retile_D(tOrVt);
+
+  Tensor acc_o = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor acc_o_rc = make_tensor(acc_o.data(), Frag::acc_rowcol(acc_o.layout()));
+  // (row, col) of every score this thread holds, in tile coordinates.
+  Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor tScS_rc = make_tensor(tScS.data(), Frag::acc_rowcol(tScS.layout()));
+  constexpr int kRows = decltype(size<0>(acc_o_rc))::value;
+  constexpr int kCols = decltype(size<1>(tScS_rc))::value;
+  float row_max[kRows], row_sum[kRows];
+  CUTE_UNROLL
+  for (int i = 0; i < kRows; ++i) { row_max[i] = -INFINITY; row_sum[i] = 0.f; }
+  clear(acc_o);
+
+  // Writes key_ok for tile t; a __syncthreads() must pass before it is read.
+  auto stage_key_mask = [&](int t) {
+    if (has_mask && tid < kBlockN) {
+      const int j = t * kBlockN + tid;
+      key_ok[tid] = j < p.seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
+    }
+  };
+  // Tiles whose keys are not all visible to every row of the block need per-element masks.
+  auto needs_mask = [&](int n) {
+    const int lo = n * kBlockN, hi = lo + kBlockN - 1;
+    return hi >= p.seq_total || (has_right && hi > row0 + shift + p.window_right) ||
+           (has_left && lo < row0 + rows_here - 1 + shift - p.window_left) ||
+           (has_mask && (mask_general || lo < vis_first || hi > vis_last));
+  };
+  // Tiles holding keys that the key_padding_mask hides: those V rows are zero-filled so that
+  // whatever they hold (NaN, inf) cannot reach a row through 0 * V.
+  auto hides_v_rows = [&](int n) {
+    const int lo = n * kBlockN, hi = lo + kBlockN - 1;
+    return has_mask && (mask_general || lo < vis_first || hi > vis_last);
+  };
+
+  // Prologue: Q and the last key tile.
+  detail::load_tile<Loader>(gcopy, tQgQ, tQgQ, tQsQ, stage_q, tQcQ, row0, INT_MAX, p.seq_q, p.head_dim,
+                            detail::AllRows{});
+  Loader::land(gcopy, stage_q, tQsQ);
+  int n = n_hi;
+  detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, n), tKgKn(_, _, _, n), tKsK, stage_kv, tKVcKV, n * kBlockN,
+                            p.seq_past, p.seq_total, p.head_dim, detail::AllRows{});
+  Loader::commit();
+  stage_key_mask(n);
+
+  const bool plain_scores = !kFull || (p.bias == nullptr && !(p.softcap > 0.f));
+  const T* bias = static_cast<const T*>(p.bias) + b * p.bias_b + h * p.bias_h;
+  constexpr float kLog2e = 1.4426950408889634f;
+  const float exp_scale = kFull ? 1.f : p.scale_log2;
+
+  for (bool first = true; n >= n_lo; --n, first = false) {
+    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    clear(acc_s);
+    Loader::wait_all();
+    Loader::land(gcopy, stage_kv, tKsK);
+    __syncthreads();  // K(n) (and Q) in shared memory; V(n-1)'s readers are done
+
+    const bool zero_hidden = hides_v_rows(n);
+    if (kFull && zero_hidden) {
+      detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, n), tVgVn(_, _, _, n), tVsV, stage_kv, tKVcKV, n * kBlockN,
+                                p.seq_past, p.seq_total, p.head_dim,
+                                [&](int row) { return key_ok[row - n * kBlockN] != 0; });
+    } else {
+      detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, n), tVgVn(_, _, _, n), tVsV, stage_kv, tKVcKV, n * kBlockN,
+                                p.seq_past, p.seq_total, p.head_dim, detail::AllRows{});
+    }
+    Loader::commit();
+
+    detail::gemm_ss(mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, s2r_q, s2r_k, tSrQ_v, tSrK_v);
+
+    // The lean variant keeps raw scores (scale > 0: the launcher checks) and folds scale * log2(e)
+    // into the exponent; the full variant rewrites them in the log2 domain:
+    // (softcap(scale * qk) + bias) * log2(e).
+    Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
+    if constexpr (kFull) {
+      if (plain_scores) {
+        CUTE_UNROLL
+        for (int i = 0; i < size(s); ++i) s(i) *= p.scale_log2;
+      } else {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kRows; ++mi) {
+        const int qi = row0 + get<0>(tScS_rc(mi, 0));
+        CUTE_UNROLL
+        for (int ni = 0; ni < kCols; ++ni) {
+          float x = s(mi, ni) * p.scale;
+          if (p.softcap > 0.f) x = p.softcap * detail::tanh_fast(x / p.softcap);
+          const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
+          if (p.bias != nullptr && qi < p.seq_q && kj < p.seq_total)
+            x += static_cast<float>(bias[qi * p.bias_r + kj * p.bias_c]);
+          s(mi, ni) = x * kLog2e;
+        }
+      }
+      }
+    }
+    if (needs_mask(n)) {
+      CUTE_UNROLL
+      for (int ni = 0; ni < kCols; ++ni) {
+        const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
+        const bool col_ok = kj < p.seq_total && (!has_mask || key_ok[kj - n * kBlockN] != 0);
+        CUTE_UNROLL
+        for (int mi = 0; mi < kRows; ++mi) {
+          const int qi = row0 + get<0>(tScS_rc(mi, 0)) + shift;
+          const bool ok = col_ok && (!has_right || kj <= qi + p.window_right) && (!has_left || kj >= qi - p.window_left);
+          if (!ok) s(mi, ni) = -INFINITY;
+        }
+      }
+    }
+
+    Loader::wait_all();
+    Loader::land(gcopy, stage_kv, tVsV);
+    __syncthreads();  // V(n) in shared memory; every warp is done reading K(n)
+    if (n > n_lo) {
+      detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, n - 1), tKgKn(_, _, _, n - 1), tKsK, stage_kv, tKVcKV,
+                                (n - 1) * kBlockN, p.seq_past, p.seq_total, p.head_dim, detail::AllRows{});
+      Loader::commit();
+      stage_key_mask(n - 1);  // every thread has passed this tile's masking (barrier above)
+    }
+
+    // Online softmax: new running max, rescale what was accumulated, exponentiate. The rows are
+    // independent, and each row's max and sum run as two interleaved chains: with 8 warps per SM
+    // the dependent-latency chains, not the tensor cores, set the pace otherwise.
+    float mx[kRows], mx2[kRows];
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) { mx[mi] = row_max[mi]; mx2[mi] = s(mi, 0); }
+    CUTE_UNROLL
+    for (int ni = 1; ni < kCols; ++ni) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kRows; ++mi) {
+        if (ni % 2) mx[mi] = fmaxf(mx[mi], s(mi, ni));
+        else mx2[mi] = fmaxf(mx2[mi], s(mi, ni));
+      }
+    }
+    float base[kRows];
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      const float m = Frag::row_allreduce(fmaxf(mx[mi], mx2[mi]), detail::MaxOp{});
+      // A row with no visible key so far keeps max -inf; exponents then use 0 so that every
+      // -inf score gives exactly 0 (never -inf - -inf).
+      base[mi] = (m == -INFINITY ? 0.f : m) * exp_scale;
+      if (!first) {
+        const float corr = detail::exp2_fast(row_max[mi] * exp_scale - base[mi]);
+        row_sum[mi] *= corr;
+        CUTE_UNROLL
+        for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) *= corr;
+      }
+      row_max[mi] = m;
+    }
+    float sum2[kRows];
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) sum2[mi] = 0.f;
+    CUTE_UNROLL
+    for (int ni = 0; ni < kCols; ++ni) {
+      CUTE_UNROLL
+      for (int mi = 0; mi < kRows; ++mi) {
+        const float e = detail::exp2_fast(s(mi, ni) * exp_scale - base[mi]);
+        s(mi, ni) = e;
+        if (ni % 2) sum2[mi] += e;
+        else row_sum[mi] += e;
+      }
+    }
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) row_sum[mi] += sum2[mi];
+
+    Tensor rP = detail::to_element<T>(acc_s);
+    auto tOrP = Frag::p_operand(rP, smem_scratch);
+    detail::gemm_rs(mma, acc_o, tOrP, tOrVt, tOsVt, s2r_v, tOrVt_v);
+  }
+
+  // Epilogue: divide by the row sums (rows that saw no key: exactly zero), via shared memory
+  // (the Q buffer) to full-width global stores.
+  CUTE_UNROLL
+  for (int mi = 0; mi < kRows; ++mi) {
+    const float l = Frag::row_allreduce(row_sum[mi], detail::SumOp{});
+    const float inv = 1.f / l;
+    CUTE_UNROLL
+    for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) = l == 0.f ? 0.f : acc_o_rc(mi, c) * inv;
+  }
+  Tensor rO = detail::to_element<T>(acc_o);
+  Tensor sO = make_tensor(sQ.data(), typename Tr::SmemLayoutO{});
+  auto r2s_o = make_tiled_copy_C(typename Tr::SmemCopyAtomO{}, mma);
+  auto r2s_o_thr = r2s_o.get_thread_slice(tid);
+  __syncthreads();  // every warp is done reading sQ
+  cute::copy(r2s_o, r2s_o_thr.retile_S(rO), r2s_o_thr.partition_D(sO));
+  __syncthreads();
+  Tensor tOsO = gthr_o.partition_S(sO);
+  Tensor tOrO = make_tensor<T>(shape(tOgO));
+  cute::copy(gcopy_o, tOsO, tOrO);
+  store_out(tOrO);
+}
+
+// The __CUDA_ARCH__ range a traits compiles its body for: outside it the kernel is empty, so each
+// architecture's code holds one traits per (element type, head size). The stand-alone check
+// builds with FASTATTN_CUDA_ALL_TRAITS to also run older traits on newer GPUs.
+template <class Tr>
+constexpr bool traits_builds_for(int arch) {
+#if defined(FASTATTN_CUDA_ALL_TRAITS)
+  return arch >= Tr::kArchMin;
+#else
+  return arch >= Tr::kArchMin && arch < Tr::kArchMax;
+#endif
+}
+
+template <class Tr, bool kFull>
+__global__ void __launch_bounds__(Tr::kNThreads) attention_fwd_kernel(const __grid_constant__ FwdParams p) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (traits_builds_for<Tr>(__CUDA_ARCH__)) {
+    attention_tile<Tr, kFull>(p);
+  } else {
+    __trap();  // the host launches a traits only on the architectures it was built for
+  }
+#endif
+}
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,332 @@
+// The CUDA backend of the dispatch seam: what the forward kernel runs (supports), how it is
+// launched on the context's stream (run), and what it found on this machine (describe).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "attention_params.h"
+#include "dispatch.h"
+#include "fwd_launch.h"
+
+namespace fastattn::cuda {
+namespace {
+
+// ---- compiled instantiations (fwd_instances.inc is generated from FASTATTN_CUDA_HEAD_DIMS) ----
+using RunFn = void (*)(const FwdParams&, int, cudaStream_t);
+using SmemFn = int (*)(int);
+struct Instance {
+  ElemType dtype;
+  int head_dim;
+  RunFn run;
+  SmemFn smem;
+};
+#define FASTATTN_CUDA_FWD_fp16(hd) {ElemType::kFloat16, hd, &run_fwd<cutlass::half_t, hd>, &smem_bytes<cutlass::half_t, hd>},
+#define FASTATTN_CUDA_FWD_bf16(hd) \
+  {ElemType::kBFloat16, hd, &run_fwd<cutlass::bfloat16_t, hd>, &smem_bytes<cutlass::bfloat16_t, hd>},
+#define FASTATTN_CUDA_FWD(dtype, hd) FASTATTN_CUDA_FWD_##dtype(hd)
+const Instance kInstances[] = {
+#include "fwd_instances.inc"
+};
+#undef FASTATTN_CUDA_FWD
+
+// The smallest compiled head size >= d for the element type, or null.
+const Instance* find_instance(ElemType t, int64_t d) {
+  const Instance* best = nullptr;
+  for (const Instance& i : kInstances)
+    if (i.dtype == t && i.head_dim >= d && (!best || i.head_dim < best->head_dim)) best = &i;
+  return best;
+}
+
+std::string compiled_head_dims(ElemType t) {
+  std::string s;
+  for (const Instance& i : kInstances)
+    if (i.dtype == t) s += (s.empty() ? "" : ", ") + std::to_string(i.head_dim);
+  return s.empty() ? "none" : s;
+}
+
+// ---- devices ----
+struct DeviceInfo {
+  std::string error;  // non-empty: the device could not be queried
+  int cc = 0;         // 10 * major + minor
+  int sms = 0;
+  int smem_optin = 0;
+  std::string name;
+};
+
+const DeviceInfo& device_info(int ordinal) {
+  static std::mutex mu;
+  static std::map<int, DeviceInfo> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(ordinal);
+  if (it != cache.end()) return it->second;
+  DeviceInfo info;
+  cudaDeviceProp prop;
+  const cudaError_t e = cudaGetDeviceProperties(&prop, ordinal);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later calls are not blamed
+    info.error = std::string("CUDA device ") + std::to_string(ordinal) + " cannot be queried: " + cudaGetErrorString(e);
+  } else {
+    info.cc = prop.major * 10 + prop.minor;
+    info.sms = prop.multiProcessorCount;
+    info.smem_optin = static_cast<int>(prop.sharedMemPerBlockOptin);
+    info.name = prop.name;
+  }
+  return cache.emplace(ordinal, info).first->second;
+}
+
+// Which traits family runs on a compute capability: 80 (sm_80 and newer), 75, or 0 (none yet).
+int family_of(int cc) {
+  int f = cc >= 80 ? 80 : cc >= 75 ? 75 : 0;
+#if defined(FASTATTN_CUDA_ALL_TRAITS)
+  // Test builds compile every traits for every architecture: FASTATTN_CUDA_TRAITS=75 runs the
+  // sm_75 traits on a newer GPU.
+  if (const char* force = std::getenv("FASTATTN_CUDA_TRAITS")) {
+    const int want = std::atoi(force);
+    if ((want == 75 || want == 80) && want <= f) f = want;
+  }
+#endif
+  return f;
+}
+
+constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxSeq = int64_t(1) << 30;
+
+std::string supports(const AttentionParams& p) {
+  auto s = [](int64_t v) { return std::to_string(v); };
+  if (p.device.kind != DeviceKind::kCuda) return "the CUDA kernel reads CUDA device memory only";
+  if (p.dtype == ElemType::kFloat32)
+    return "the CUDA kernel runs float16 and bfloat16 only in this version (float32 inputs are not supported yet)";
+  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out, &p.present_k, &p.present_v})
+    if (v->data && v->dtype != p.dtype)
+      return std::string("the CUDA kernel needs every tensor in one element type (") + elem_name(p.dtype) + "), got " +
+             elem_name(v->dtype);
+  if (p.bias && p.bias_dtype != p.dtype) return "the CUDA kernel needs attn_bias in the query's element type";
+  if (p.kv_capacity > 0) return "the CUDA kernel does not update a KV cache in place yet";
+  if (p.kv_len) return "the CUDA kernel does not take per-batch key lengths yet (use key_padding_mask)";
+  if (p.rotary.cos_cache) return "the CUDA kernel does not apply rotary embeddings yet";
+
+  const DeviceInfo& dev = device_info(p.device.ordinal);
+  if (!dev.error.empty()) return dev.error;
+  const int family = family_of(dev.cc);
+  if (family == 0)
+    return "the CUDA kernel needs compute capability 7.5 or newer (Turing); device " + s(p.device.ordinal) + " (" +
+           dev.name + ") is " + s(dev.cc / 10) + "." + s(dev.cc % 10);
+  if (p.dtype == ElemType::kBFloat16 && family < 80)
+    return "bfloat16 needs the sm_80 kernels (compute capability 8.0 or newer); device " + s(p.device.ordinal) + " (" +
+           dev.name + ", compute capability " + s(dev.cc / 10) + "." + s(dev.cc % 10) + ") runs the sm_75 kernels";
+
+  // Sizes may be 0 at session creation (not known yet): only known sizes are checked.
+  if (p.head_dim > 0 && p.head_dim_v > 0 && p.head_dim != p.head_dim_v)
+    return "the CUDA kernel needs the value head size to equal the query/key head size in this version, got D = " +
+           s(p.head_dim) + ", Dv = " + s(p.head_dim_v);
+  if (p.head_dim > 0) {
+    if (p.head_dim % 8 != 0)
+      return "the CUDA kernel needs a head size that is a multiple of 8, got " + s(p.head_dim);
+    const Instance* inst = find_instance(p.dtype, p.head_dim);
+    if (!inst)
+      return "head size " + s(p.head_dim) + " is above the largest compiled into this build for " +
+             elem_name(p.dtype) + " (compiled: " + compiled_head_dims(p.dtype) + "; see FASTATTN_CUDA_HEAD_DIMS)";
+    const int smem = inst->smem(family);
+    if (smem > dev.smem_optin)
+      return "head size " + s(p.head_dim) + " needs " + s(smem) + " bytes of shared memory per block; device " +
+             s(p.device.ordinal) + " allows " + s(dev.smem_optin);
+  }
+  if (p.batch > kMaxGridYZ || p.num_heads > kMaxGridYZ)
+    return "the CUDA kernel takes at most 65535 batches and 65535 heads, got " + s(p.batch) + " and " +
+           s(p.num_heads);
+  if (p.seq_q >= kMaxSeq || p.seq_total() >= kMaxSeq)
+    return "the CUDA kernel takes sequences shorter than 2^30, got S_q = " + s(p.seq_q) + ", S_total = " +
+           s(p.seq_total());
+  // 16-byte vector loads and stores: every row starts on a 16-byte boundary.
+  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out})
+    if (v->data && (v->batch_stride % 8 || v->head_stride % 8 || v->seq_stride % 8))
+      return "the CUDA kernel needs batch, head and row strides that are multiples of 8 elements (16 bytes)";
+  return "";
+}
+
+// ---- present = concat(past, new), one row of head_dim elements at a time ----
+struct ConcatParams {
+  const void* past;
+  const void* fresh;
+  void* present;
+  SliceStrides past_st, new_st, present_st;
+  int heads, seq_past, seq_total, head_dim;
+  int64_t total;  // chunks: batch * heads * seq_total * (head_dim / per_chunk)
+};
+
+template <class Chunk>
+__global__ void concat_kv_kernel(const __grid_constant__ ConcatParams a) {
+  constexpr int kPer = sizeof(Chunk) / 2;  // elements per chunk
+  const int chunks = a.head_dim / kPer;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int c = int(i % chunks);
+    int64_t r = i / chunks;
+    const int j = int(r % a.seq_total);
+    r /= a.seq_total;
+    const int h = int(r % a.heads);
+    const int64_t b = r / a.heads;
+    const uint16_t* src = j < a.seq_past
+        ? static_cast<const uint16_t*>(a.past) + b * a.past_st.batch + h * a.past_st.head + j * a.past_st.row
+        : static_cast<const uint16_t*>(a.fresh) + b * a.new_st.batch + h * a.new_st.head +
+              (j - a.seq_past) * a.new_st.row;
+    uint16_t* dst = static_cast<uint16_t*>(a.present) + b * a.present_st.batch + h * a.present_st.head +
+                    j * a.present_st.row;
+    reinterpret_cast<Chunk*>(dst)[c] = reinterpret_cast<const Chunk*>(src)[c];
+  }
+}
+
+SliceStrides strides_of(const TensorView& v) { return {v.batch_stride, v.head_stride, v.seq_stride}; }
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
+bool rows_aligned16(const TensorView& v) {
+  return !v.data || (aligned16(v.data) && v.batch_stride % 8 == 0 && v.head_stride % 8 == 0 && v.seq_stride % 8 == 0);
+}
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string("fastattn CUDA: ") + what + ": " + cudaGetErrorString(e));
+}
+
+void write_present(const AttentionParams& p, const TensorView& past, const TensorView& fresh,
+                   const TensorView& present, int sms, cudaStream_t stream) {
+  ConcatParams a;
+  a.past = past.data;
+  a.fresh = fresh.data;
+  a.present = present.data;
+  a.past_st = strides_of(past);
+  a.new_st = strides_of(fresh);
+  a.present_st = strides_of(present);
+  a.heads = static_cast<int>(p.kv_num_heads);
+  a.seq_past = static_cast<int>(p.seq_past);
+  a.seq_total = static_cast<int>(p.seq_total());
+  a.head_dim = static_cast<int>(p.head_dim);
+  const bool vec = rows_aligned16(past) && rows_aligned16(fresh) && rows_aligned16(present) && p.head_dim % 8 == 0;
+  const int64_t per = vec ? 8 : 1;
+  a.total = p.batch * p.kv_num_heads * p.seq_total() * (p.head_dim / per);
+  if (a.total == 0) return;
+  const int threads = 256;
+  const int64_t want = (a.total + threads - 1) / threads;
+  const int blocks = static_cast<int>(want < int64_t(sms) * 8 ? want : int64_t(sms) * 8);
+  if (vec) concat_kv_kernel<uint4><<<blocks, threads, 0, stream>>>(a);
+  else concat_kv_kernel<uint16_t><<<blocks, threads, 0, stream>>>(a);
+  check_launch("present_key/present_value copy launch failed");
+}
+
+// Makes `ordinal` current for the scope (the caller's thread may have another).
+struct DeviceScope {
+  int previous = -1;
+  explicit DeviceScope(int ordinal) {
+    if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+    if (previous != ordinal) {
+      const cudaError_t e = cudaSetDevice(ordinal);
+      if (e != cudaSuccess)
+        throw std::runtime_error("fastattn CUDA: cannot select device " + std::to_string(ordinal) + ": " +
+                                 cudaGetErrorString(e));
+    } else {
+      previous = -1;
+    }
+  }
+  ~DeviceScope() {
+    if (previous >= 0) cudaSetDevice(previous);
+  }
+};
+
+void run(const AttentionParams& p, const LaunchContext& ctx) {
+  const DeviceInfo& dev = device_info(p.device.ordinal);
+  if (!dev.error.empty()) throw std::runtime_error("fastattn CUDA: " + dev.error);
+  const Instance* inst = find_instance(p.dtype, p.head_dim);
+  if (!inst) throw std::runtime_error("fastattn CUDA: no kernel compiled for this head size");
+  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out})
+    if (v->data && !aligned16(v->data))
+      throw std::runtime_error("fastattn CUDA: query, key, value, past and output must start at 16-byte aligned addresses");
+  DeviceScope scope(p.device.ordinal);
+  cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
+
+  // present = concat(past, new): written beside the attention, which reads past and new itself.
+  if (p.present_k.data) write_present(p, p.past_k, p.k, p.present_k, dev.sms, stream);
+  if (p.present_v.data) write_present(p, p.past_v, p.v, p.present_v, dev.sms, stream);
+
+  FwdParams f;
+  f.q = p.q.data;
+  f.out = p.out.data;
+  f.q_st = strides_of(p.q);
+  f.o_st = strides_of(p.out);
+  // Keys 0..seq_past-1 come from past, the rest from new; a missing side borrows the other's
+  // pointer (never read) so that no null pointer is offset.
+  const bool has_new = p.seq_kv > 0, has_past = p.seq_past > 0;
+  const TensorView& kn = has_new ? p.k : p.past_k;
+  const TensorView& vn = has_new ? p.v : p.past_v;
+  const TensorView& kp = has_past ? p.past_k : p.k;
+  const TensorView& vp = has_past ? p.past_v : p.v;
+  f.k = kn.data;
+  f.v = vn.data;
+  f.k_st = strides_of(kn);
+  f.v_st = strides_of(vn);
+  f.past_k = kp.data;
+  f.past_v = vp.data;
+  f.pk_st = strides_of(kp);
+  f.pv_st = strides_of(vp);
+  f.batch = static_cast<int>(p.batch);
+  f.heads = static_cast<int>(p.num_heads);
+  f.kv_group = static_cast<int>(p.num_heads / p.kv_num_heads);
+  f.seq_q = static_cast<int>(p.seq_q);
+  f.seq_kv = static_cast<int>(p.seq_kv);
+  f.seq_past = static_cast<int>(p.seq_past);
+  f.seq_total = static_cast<int>(p.seq_total());
+  f.head_dim = static_cast<int>(p.head_dim);
+  // Extents beyond the sequence are the same as none.
+  auto extent = [&](int64_t w) { return w < 0 || w >= kMaxSeq ? -1 : static_cast<int>(w); };
+  f.window_left = extent(p.window_left);
+  f.window_right = extent(p.window_right);
+  f.scale = p.scale;
+  f.scale_log2 = p.scale * 1.4426950408889634f;
+  f.softcap = p.softcap;
+  f.bias = p.bias;
+  f.bias_b = p.bias_batch_stride;
+  f.bias_h = p.bias_head_stride;
+  f.bias_r = p.bias_row_stride;
+  f.bias_c = p.bias_col_stride;
+  if (p.key_padding_mask) {
+    f.mask = p.key_padding_mask;
+    f.mask_bytes = p.mask_type == MaskType::kInt64 ? 8 : p.mask_type == MaskType::kInt32 ? 4 : 1;
+    f.mask_b = p.mask_batch_stride;
+  }
+  inst->run(f, family_of(dev.cc), stream);
+}
+
+std::string describe() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  std::string heads = "compiled head sizes: float16 " + compiled_head_dims(ElemType::kFloat16) + "; bfloat16 " +
+                      compiled_head_dims(ElemType::kBFloat16);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return std::string("no CUDA device (") + (e != cudaSuccess ? cudaGetErrorString(e) : "none visible") + "); " + heads;
+  }
+  std::string s;
+  for (int i = 0; i < count; ++i) {
+    const DeviceInfo& d = device_info(i);
+    if (!s.empty()) s += "; ";
+    if (!d.error.empty()) { s += d.error; continue; }
+    const int f = family_of(d.cc);
+    s += "device " + std::to_string(i) + " " + d.name + " (sm_" + std::to_string(d.cc) + "): " +
+         (f == 80 ? "sm80 traits (mma.sync m16n8k16, ldmatrix, cp.async)"
+                  : f == 75 ? "sm75 traits (mma.sync m16n8k8, ldmatrix, register-staged loads)" : "not supported");
+  }
+  return s + "; " + heads;
+}
+
+}  // namespace
+
+const Backend& backend() {
+  static const Backend b{"cuda", DeviceKind::kCuda, supports, run, describe};
+  return b;
+}
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,42 @@
+// The forward kernel's parameters: plain values and device pointers, filled on the host from
+// AttentionParams (cuda_backend.cu) and passed by value to every launch. Strides are in
+// elements; every (batch, head) slice is a [rows, head_dim] matrix with unit column stride.
+#pragma once
+
+#include <cstdint>
+
+namespace fastattn::cuda {
+
+struct SliceStrides {
+  int64_t batch = 0, head = 0, row = 0;
+};
+
+struct FwdParams {
+  const void* q = nullptr;
+  const void* k = nullptr;       // seq_kv new rows
+  const void* v = nullptr;
+  const void* past_k = nullptr;  // seq_past cached rows (null when seq_past == 0)
+  const void* past_v = nullptr;
+  void* out = nullptr;
+  SliceStrides q_st, k_st, v_st, pk_st, pv_st, o_st;
+
+  int batch = 0, heads = 0, kv_group = 1;  // kv head = head / kv_group
+  int seq_q = 0, seq_kv = 0, seq_past = 0, seq_total = 0;
+  int head_dim = 0;                        // <= the kernel's padded head size, multiple of 8
+  int window_left = -1, window_right = -1; // -1: unbounded; causal is window_right == 0
+
+  float scale = 0.f;       // on Q K^T
+  float scale_log2 = 0.f;  // scale * log2(e)
+  float softcap = 0.f;     // <= 0: none
+
+  // Additive bias [B, H, S_q, S_total] in the element type; broadcast axes have stride 0.
+  const void* bias = nullptr;
+  int64_t bias_b = 0, bias_h = 0, bias_r = 0, bias_c = 0;
+
+  // key_padding_mask [B, S_total]: nonzero = visible. 1: uint8/bool, 4: int32, 8: int64 bytes.
+  const void* mask = nullptr;
+  int mask_bytes = 0;
+  int64_t mask_b = 0;
+};
+
+}  // namespace fastattn::cuda

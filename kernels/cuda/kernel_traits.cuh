@@ -1,0 +1,245 @@
+// Per-architecture traits of the one forward-attention kernel template (attention_kernel.cuh).
+//
+// Everything that differs between GPU generations lives here, in small structs, and the kernel
+// body only names their members:
+//   Element, kHeadDim, kBlockM, kBlockN, kNWarps, kNThreads   element type and tile sizes
+//   kArchMin, kArchMax                         the __CUDA_ARCH__ range whose code this traits builds
+//   TiledMma                                   the tensor-core atom and the warp layout
+//   SmemLayoutQ / KV / Vt / O                  shared-memory layouts (swizzled for ldmatrix here)
+//   SmemCopyAtomA / B / Vt / O                 shared <-> register copies (ldmatrix here)
+//   GmemTiledCopy, GmemTiledCopyO, Loader      global -> shared path (cp.async, or staged through
+//                                              registers) and the output store
+//   Fragments                                  how the accumulator is read as (rows, cols), how the
+//                                              threads sharing a row reduce, and how P (the
+//                                              softmax accumulator) becomes the A operand of P @ V
+//
+// A Volta traits struct (SM70_8x8x4 atoms, plain shared-memory copies, no ldmatrix, no cp.async)
+// plugs in by providing the same members: SmemCopyAtom* = UniversalCopy, Loader = RegStagedLoader,
+// its own Fragments for the QuadPair accumulator layout (and, if P cannot be reused in registers,
+// a Fragments::p_operand that goes through kSmemScratchBytes of shared memory), and
+// kArchMin = 700, kArchMax = 750. The kernel body does not change.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/numeric_types.h>
+
+namespace fastattn::cuda {
+
+using namespace cute;
+
+// ------------------------------------------------------------------------------------------
+// Global -> shared copy policies. The kernel calls, for one tile:
+//   Loader::load(copy, src, dst, stage)  start the copy (dst: the smem partition; stage: a
+//                                        register tensor shaped like dst, used when staged)
+//   Loader::commit()                     close a group of copies
+//   Loader::wait_all(); Loader::land(copy, stage, dst); __syncthreads();
+//                                        the tile is in shared memory for every thread
+// ------------------------------------------------------------------------------------------
+
+// sm_80+: cp.async (16 bytes per copy, bypassing L1), completion groups.
+struct CpAsyncLoader {
+  static constexpr bool kStaged = false;
+  template <class TiledCopy, class Src, class Dst, class Stage>
+  CUTE_DEVICE static void copy_vec(TiledCopy const& tc, Src const& src, Dst& dst, Stage&) {
+    cute::copy(tc, src, dst);
+  }
+  template <class Dst, class Stage>
+  CUTE_DEVICE static void clear_vec(Dst& dst, Stage&) {
+    cute::clear(dst);
+  }
+  CUTE_DEVICE static void commit() { cute::cp_async_fence(); }
+  CUTE_DEVICE static void wait_all() {
+#if defined(CUTE_ARCH_CP_ASYNC_SM80_ENABLED)
+    // cute::cp_async_wait<0> issues cp.async.wait_all, which also commits an empty group; all our
+    // copies are already committed, so the lighter wait_group 0 suffices. CuTe has no
+    // wrapper for it: raw PTX.
+    asm volatile("cp.async.wait_group 0;\n" ::);
+#endif
+  }
+  template <class TiledCopy, class Stage, class Dst>
+  CUTE_DEVICE static void land(TiledCopy const&, Stage const&, Dst&) {}
+};
+
+// Below sm_80 (no cp.async): 16-byte loads into registers when the copy starts, 16-byte stores
+// into shared memory when the tile must have landed, so the load latency still overlaps the
+// work in between.
+struct RegStagedLoader {
+  static constexpr bool kStaged = true;
+  template <class TiledCopy, class Src, class Dst, class Stage>
+  CUTE_DEVICE static void copy_vec(TiledCopy const& tc, Src const& src, Dst&, Stage& stage) {
+    cute::copy(tc, src, stage);
+  }
+  template <class Dst, class Stage>
+  CUTE_DEVICE static void clear_vec(Dst&, Stage& stage) {
+    cute::clear(stage);
+  }
+  CUTE_DEVICE static void commit() {}
+  CUTE_DEVICE static void wait_all() {}
+  template <class TiledCopy, class Stage, class Dst>
+  CUTE_DEVICE static void land(TiledCopy const& tc, Stage const& stage, Dst& dst) {
+    cute::copy(tc, stage, dst);
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// Accumulator fragments of the m16n8 mma.sync family (sm_75's m16n8k8, sm_80's m16n8k16):
+// each thread holds (2 rows) x (2 adjacent columns) of every 16x8 C tile, and the 4 threads of
+// a quad share a row.
+// ------------------------------------------------------------------------------------------
+template <int kMmaK>
+struct Mma16x8Fragments {
+  static_assert(kMmaK == 8 || kMmaK == 16, "m16n8k8 or m16n8k16");
+  static constexpr int kSmemScratchBytes = 0;
+
+  // (MMA=4, MMA_M, MMA_N) -> ((2 rows, MMA_M), (2 cols, MMA_N)): value v of an atom sits at
+  // column v % 2 and row v / 2.
+  template <class AccLayout>
+  CUTE_HOST_DEVICE static auto acc_rowcol(AccLayout const& acc) {
+    static_assert(decltype(rank(acc))::value == 3);
+    static_assert(decltype(size<0>(acc))::value == 4);
+    auto split = logical_divide(acc, Shape<_2>{});  // ((col 2, row 2), MMA_M, MMA_N)
+    auto rows = make_layout(get<0, 1>(split), get<1>(split));
+    auto cols = make_layout(get<0, 0>(split), get<2>(split));
+    return make_layout(rows, cols);
+  }
+
+  // Reduction over the threads that share a row: the 4 lanes of a quad.
+  template <class Op>
+  CUTE_DEVICE static float row_allreduce(float x, Op op) {
+    x = op(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    x = op(x, __shfl_xor_sync(0xffffffffu, x, 2));
+    return x;
+  }
+
+  // P, an (MMA=4, MMA_M, MMA_N) accumulator converted to the element type, as the A operand of
+  // the P @ V product (MMA, MMA_M, MMA_K). The C layout of one 16x8 tile equals the A layout of
+  // a k8 atom, and two adjacent C tiles form one k16 A fragment; no data moves.
+  template <class AccLayout>
+  CUTE_HOST_DEVICE static auto p_operand_layout(AccLayout const& acc) {
+    if constexpr (kMmaK == 8) {
+      return acc;
+    } else {
+      auto split = logical_divide(acc, Shape<Underscore, Underscore, _2>{});  // (4, M, (2, N/2))
+      return make_layout(make_layout(get<0>(split), get<2, 0>(split)), get<1>(split), get<2, 1>(split));
+    }
+  }
+  template <class PTensor>
+  CUTE_DEVICE static auto p_operand(PTensor&& p, void* /*smem_scratch*/) {
+    return make_tensor(p.data(), p_operand_layout(p.layout()));
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// Shared-memory layouts for ldmatrix: rows of kBlockKSmem elements (64 or 32), XOR-swizzled so
+// that the 8 rows one ldmatrix phase reads (and the 16-byte global->shared stores) hit distinct
+// banks.
+// ------------------------------------------------------------------------------------------
+template <class Element, int kHeadDim, int kBlockM, int kBlockN>
+struct SwizzledSmem {
+  static_assert(sizeof(Element) == 2, "16-bit elements");
+  static constexpr int kBlockKSmem = kHeadDim % 64 == 0 ? 64 : 32;
+  static constexpr int kSwizzleBits = kBlockKSmem == 64 ? 3 : 2;
+  using Atom = decltype(composition(Swizzle<kSwizzleBits, 3, 3>{},
+                                    Layout<Shape<_8, Int<kBlockKSmem>>, Stride<Int<kBlockKSmem>, _1>>{}));
+  using Q = decltype(tile_to_shape(Atom{}, Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+  using KV = decltype(tile_to_shape(Atom{}, Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  // V read as V^T (kHeadDim x kBlockN) for the B operand of P @ V: same bytes, transposed view.
+  using Vt = decltype(composition(KV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
+  using O = Q;
+
+  // Global <-> shared copies: 16 bytes per thread and copy, kBlockKSmem / 8 threads per row, so
+  // that a row of threads fills exactly one swizzle atom row.
+  static constexpr int kThreadsPerRow = kBlockKSmem / 8;
+};
+
+// Tile sizes per (architecture family, padded head size). Q, K and V tiles live in shared
+// memory: (kBlockM + 2 kBlockN) * kHeadDim * 2 bytes.
+template <int kFamily, int kHeadDim>
+struct TileConfig;
+// sm_80 family (sm_80/86/87/89/90 and newer run the mma.sync path): at most 96 KiB of shared
+// memory so that sm_86/89 (99 KiB per block) run every head size.
+template <> struct TileConfig<80, 32>  { static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4; };
+template <> struct TileConfig<80, 64>  { static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4; };
+template <> struct TileConfig<80, 96>  { static constexpr int kBlockM = 128, kBlockN = 64,  kNWarps = 4; };
+template <> struct TileConfig<80, 128> { static constexpr int kBlockM = 128, kBlockN = 64,  kNWarps = 4; };
+template <> struct TileConfig<80, 160> { static constexpr int kBlockM = 128, kBlockN = 32,  kNWarps = 4; };
+template <> struct TileConfig<80, 192> { static constexpr int kBlockM = 64,  kBlockN = 64,  kNWarps = 4; };
+template <> struct TileConfig<80, 224> { static constexpr int kBlockM = 64,  kBlockN = 64,  kNWarps = 4; };
+template <> struct TileConfig<80, 256> { static constexpr int kBlockM = 64,  kBlockN = 64,  kNWarps = 4; };
+// sm_75 (Turing): 64 KiB of shared memory per block, 64K registers per SM.
+template <> struct TileConfig<75, 32>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
+template <> struct TileConfig<75, 64>  { static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4; };
+template <> struct TileConfig<75, 96>  { static constexpr int kBlockM = 64,  kBlockN = 64, kNWarps = 4; };
+template <> struct TileConfig<75, 128> { static constexpr int kBlockM = 64,  kBlockN = 64, kNWarps = 4; };
+template <> struct TileConfig<75, 160> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
+template <> struct TileConfig<75, 192> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
+template <> struct TileConfig<75, 224> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
+template <> struct TileConfig<75, 256> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
+
+// Members every mma.sync traits shares, given its atom, copy atoms and loader.
+template <class Element_, int kHeadDim_, int kFamily, class MmaAtom, int kMmaK, class TileK, class SmemCopyAtomA_,
+          class SmemCopyAtomB_, class SmemCopyAtomVt_, class GmemCopyAtom, class Loader_>
+struct MmaSyncTraits {
+  using Element = Element_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = TileConfig<kFamily, kHeadDim>::kBlockM;
+  static constexpr int kBlockN = TileConfig<kFamily, kHeadDim>::kBlockN;
+  static constexpr int kNWarps = TileConfig<kFamily, kHeadDim>::kNWarps;
+  static constexpr int kNThreads = kNWarps * 32;
+  static_assert(kHeadDim % 32 == 0 && kBlockM % (16 * kNWarps) == 0 && kBlockN % 16 == 0);
+
+  // Warps side by side along M: each warp owns 16-row slices of Q, S, P and O, so rows never
+  // cross warps. The N tile of 16 (two n8 atoms) lets one ldmatrix.x4 feed two MMAs.
+  using TiledMma = TiledMMA<MMA_Atom<MmaAtom>, Layout<Shape<Int<kNWarps>, _1, _1>>,
+                            Tile<Int<16 * kNWarps>, _16, TileK>>;
+
+  using Smem = SwizzledSmem<Element, kHeadDim, kBlockM, kBlockN>;
+  using SmemLayoutQ = typename Smem::Q;
+  using SmemLayoutKV = typename Smem::KV;
+  using SmemLayoutVt = typename Smem::Vt;
+  using SmemLayoutO = typename Smem::O;
+  using SmemCopyAtomA = SmemCopyAtomA_;
+  using SmemCopyAtomB = SmemCopyAtomB_;
+  using SmemCopyAtomVt = SmemCopyAtomVt_;
+  // Accumulator -> shared memory for the output: as wide as the C layout allows.
+  using SmemCopyAtomO = Copy_Atom<AutoVectorizingCopyWithAssumedAlignment<128>, Element>;
+
+  using GmemThreadLayout = Layout<Shape<Int<kNThreads / Smem::kThreadsPerRow>, Int<Smem::kThreadsPerRow>>,
+                                  Stride<Int<Smem::kThreadsPerRow>, _1>>;
+  using GmemTiledCopy = decltype(make_tiled_copy(Copy_Atom<GmemCopyAtom, Element>{}, GmemThreadLayout{},
+                                                 Layout<Shape<_1, _8>>{}));
+  using GmemTiledCopyO = decltype(make_tiled_copy(Copy_Atom<UniversalCopy<uint128_t>, Element>{}, GmemThreadLayout{},
+                                                  Layout<Shape<_1, _8>>{}));
+  using Loader = Loader_;
+  using Fragments = Mma16x8Fragments<kMmaK>;
+
+  static constexpr int kSmemBytes =
+      int((cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * sizeof(Element)) + Fragments::kSmemScratchBytes;
+};
+
+// sm_80 and newer (Ampere, Ada, Hopper through mma.sync): m16n8k16 in float16 or bfloat16,
+// ldmatrix, cp.async.
+template <class Element, int kHeadDim>
+struct Sm80Traits
+    : MmaSyncTraits<Element, kHeadDim, 80,
+                    std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
+                                       SM80_16x8x16_F32BF16BF16F32_TN>,
+                    16, _16, Copy_Atom<SM75_U32x4_LDSM_N, Element>, Copy_Atom<SM75_U32x4_LDSM_N, Element>,
+                    Copy_Atom<SM75_U16x8_LDSM_T, Element>, SM80_CP_ASYNC_CACHEGLOBAL<uint128_t>, CpAsyncLoader> {
+  static constexpr int kArchMin = 800, kArchMax = 100000;
+  static constexpr const char* kName = "sm80 (mma.sync m16n8k16, ldmatrix, cp.async)";
+};
+
+// sm_75 (Turing): m16n8k8 in float16 only, ldmatrix (x2: one 16x8 A or two 8x8 B per
+// instruction), no cp.async: loads staged through registers.
+template <class Element, int kHeadDim>
+struct Sm75Traits
+    : MmaSyncTraits<Element, kHeadDim, 75, SM75_16x8x8_F32F16F16F32_TN, 8, _8, Copy_Atom<SM75_U32x2_LDSM_N, Element>,
+                    Copy_Atom<SM75_U32x2_LDSM_N, Element>, Copy_Atom<SM75_U16x4_LDSM_T, Element>, UniversalCopy<uint128_t>,
+                    RegStagedLoader> {
+  static_assert(std::is_same_v<Element, cutlass::half_t>, "sm_75 tensor cores take float16 only");
+  static constexpr int kArchMin = 750, kArchMax = 800;
+  static constexpr const char* kName = "sm75 (mma.sync m16n8k8, ldmatrix, register-staged loads)";
+};
+
+}  // namespace fastattn::cuda

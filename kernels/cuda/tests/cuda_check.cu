@@ -1,0 +1,641 @@
+// Stand-alone correctness and timing driver of the CUDA backend, without Python or ONNX Runtime:
+// it calls fastattn::attention_forward (dispatch.h) with Device{kCuda, 0} and a stream, exactly
+// as the EP does.
+//   cuda_check [--small] [--traits 75|80] [--dims 64,128]   numerics grid; exit status 1 on failure
+//   cuda_check bench [--traits 75|80] [--reps 20] [--shape B,H,S,D,causal]... [--fp16]
+//                                                           TFLOP/s of the benchmark shapes
+// Every case draws fresh unit-variance inputs, poisons the outputs with NaN, runs, and compares
+// with a float64 reference on the host computed from the same (rounded) inputs.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attention_params.h"
+#include "dispatch.h"
+
+using namespace fastattn;
+
+#define CK(x)                                                                                             \
+  do {                                                                                                    \
+    cudaError_t e_ = (x);                                                                                 \
+    if (e_ != cudaSuccess) {                                                                              \
+      std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #x); \
+      std::exit(3);                                                                                       \
+    }                                                                                                     \
+  } while (0)
+
+namespace {
+
+// ---- element conversion on the host ----
+uint16_t to_bits(float x, ElemType t) {
+  uint16_t r;
+  if (t == ElemType::kFloat16) {
+    __half h = __float2half_rn(x);
+    std::memcpy(&r, &h, 2);
+  } else {
+    __nv_bfloat16 h = __float2bfloat16_rn(x);
+    std::memcpy(&r, &h, 2);
+  }
+  return r;
+}
+float from_bits(uint16_t r, ElemType t) {
+  if (t == ElemType::kFloat16) {
+    __half h;
+    std::memcpy(&h, &r, 2);
+    return __half2float(h);
+  }
+  __nv_bfloat16 h;
+  std::memcpy(&h, &r, 2);
+  return __bfloat162float(h);
+}
+uint16_t nan_bits(ElemType t) { return t == ElemType::kFloat16 ? 0x7E00 : 0x7FC0; }
+
+// A host tensor of 16-bit elements with its float values (the rounded inputs the reference uses)
+// and a device copy.
+struct Buf {
+  std::vector<uint16_t> bits;
+  std::vector<float> val;
+  void* dev = nullptr;
+  size_t n = 0;
+  void alloc(size_t count) {
+    n = count;
+    bits.assign(n, 0);
+    val.assign(n, 0.f);
+    if (n) CK(cudaMalloc(&dev, n * 2));
+  }
+  void fill_random(std::mt19937& rng, ElemType t) {
+    std::normal_distribution<float> nd;
+    for (size_t i = 0; i < n; ++i) {
+      bits[i] = to_bits(nd(rng), t);
+      val[i] = from_bits(bits[i], t);
+    }
+  }
+  void upload() {
+    if (n) CK(cudaMemcpy(dev, bits.data(), n * 2, cudaMemcpyHostToDevice));
+  }
+  void poison(ElemType t) {
+    std::fill(bits.begin(), bits.end(), nan_bits(t));
+    upload();
+  }
+  void download(ElemType t) {
+    if (!n) return;
+    CK(cudaMemcpy(bits.data(), dev, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) val[i] = from_bits(bits[i], t);
+  }
+  ~Buf() {
+    if (dev) cudaFree(dev);
+  }
+};
+
+enum Layout { k4D = 4, k3D = 3, kPacked = 5 };  // kPacked: q, k, v are slices of one [B, S, (H + 2 KVH) D]
+
+struct Case {
+  std::string name;
+  ElemType dt;
+  int b, h, kvh, sq, skv, past, d, dv;
+  bool causal;
+  int window;      // window_size attribute: -1 none
+  int mask_kind;   // 0 none; 1 batch 0 right-padded, batch 1 left-padded; 2 batch 0 fully masked, batch 1 random
+  MaskType mask_type;
+  int bias_kind;   // 0 none; 1 [S_q, S_total] broadcast (with -inf entries); 2 [B, H, S_q, S_total]
+  float softcap;
+  Layout layout;
+  bool present;
+  bool expect_decline = false;
+  bool nan_hidden = false;  // NaN in the keys and values the key_padding_mask hides (must not leak)
+};
+
+std::string describe(const Case& c) {
+  char s[400];
+  std::snprintf(s, sizeof s, "%-5s D=%-3d B=%d H=%d/%d Sq=%-4d Skv=%-4d past=%-4d causal=%d win=%-3d mask=%d%s bias=%d cap=%g %s%s%s",
+                c.dt == ElemType::kFloat16 ? "fp16" : c.dt == ElemType::kBFloat16 ? "bf16" : "fp32", c.d, c.b, c.h,
+                c.kvh, c.sq, c.skv, c.past, c.causal, c.window, c.mask_kind,
+                c.mask_kind ? (c.mask_type == MaskType::kBool ? "b" : c.mask_type == MaskType::kInt32 ? "i32" : "i64") : "",
+                c.bias_kind, c.softcap, c.layout == k4D ? "4D" : c.layout == k3D ? "3D" : "packed",
+                c.present ? " present" : "", c.nan_hidden ? " nan-in-hidden-kv" : "");
+  return c.name + " " + s;
+}
+
+struct Problem {
+  Case c;
+  Buf q, k, v, pk, pv, out, prk, prv, bias, qkv;
+  std::vector<uint8_t> mask_host;  // 0/1 per [B, S_total]
+  void* mask_dev = nullptr;
+  AttentionParams p;
+  std::vector<int> rows;  // query rows checked against the reference
+  std::vector<double> ref;  // [b][h][rows][dv]
+  ~Problem() {
+    if (mask_dev) cudaFree(mask_dev);
+  }
+};
+
+TensorView view(void* data, ElemType t, Layout l, int heads, int seq, int d, int64_t packed_row = 0) {
+  TensorView v;
+  v.data = data;
+  v.dtype = t;
+  if (l == k4D) {
+    v.batch_stride = int64_t(heads) * seq * d;
+    v.head_stride = int64_t(seq) * d;
+    v.seq_stride = d;
+  } else if (l == k3D) {
+    v.batch_stride = int64_t(seq) * heads * d;
+    v.head_stride = d;
+    v.seq_stride = int64_t(heads) * d;
+  } else {
+    v.batch_stride = int64_t(seq) * packed_row;
+    v.head_stride = d;
+    v.seq_stride = packed_row;
+  }
+  return v;
+}
+
+float at(const Buf& buf, const TensorView& v, const void* base, int b, int h, int s, int d) {
+  const int64_t off = (static_cast<const char*>(v.data) - static_cast<const char*>(base)) / 2;
+  return buf.val[off + b * v.batch_stride + h * v.head_stride + s * v.seq_stride + d];
+}
+
+void setup(Problem& P, std::mt19937& rng) {
+  const Case& c = P.c;
+  const ElemType t = c.dt;
+  const int st = c.past + c.skv;
+  AttentionParams& p = P.p;
+  p = AttentionParams{};
+  p.device = Device{DeviceKind::kCuda, 0};
+  p.dtype = t;
+  p.batch = c.b;
+  p.num_heads = c.h;
+  p.kv_num_heads = c.kvh;
+  p.seq_q = c.sq;
+  p.seq_kv = c.skv;
+  p.seq_past = c.past;
+  p.head_dim = c.d;
+  p.head_dim_v = c.dv;
+  if (c.layout == kPacked) {
+    const int64_t row = int64_t(c.h + 2 * c.kvh) * c.d;  // (dv == d for packed cases)
+    P.qkv.alloc(size_t(c.b) * c.sq * row);
+    P.qkv.fill_random(rng, t);
+    P.qkv.upload();
+    char* base = static_cast<char*>(P.qkv.dev);
+    p.q = view(base, t, kPacked, c.h, c.sq, c.d, row);
+    p.k = view(base + size_t(c.h) * c.d * 2, t, kPacked, c.kvh, c.skv, c.d, row);
+    p.v = view(base + size_t(c.h + c.kvh) * c.d * 2, t, kPacked, c.kvh, c.skv, c.dv, row);
+  } else {
+    P.q.alloc(size_t(c.b) * c.h * c.sq * c.d);
+    P.k.alloc(size_t(c.b) * c.kvh * c.skv * c.d);
+    P.v.alloc(size_t(c.b) * c.kvh * c.skv * c.dv);
+    for (Buf* x : {&P.q, &P.k, &P.v}) { x->fill_random(rng, t); x->upload(); }
+    p.q = view(P.q.dev, t, c.layout, c.h, c.sq, c.d);
+    p.k = view(P.k.dev, t, c.layout, c.kvh, c.skv, c.d);
+    p.v = view(P.v.dev, t, c.layout, c.kvh, c.skv, c.dv);
+  }
+  P.out.alloc(size_t(c.b) * c.h * c.sq * c.dv);
+  p.out = view(P.out.dev, t, c.layout == kPacked ? k3D : c.layout, c.h, c.sq, c.dv);
+  if (c.past) {
+    P.pk.alloc(size_t(c.b) * c.kvh * c.past * c.d);
+    P.pv.alloc(size_t(c.b) * c.kvh * c.past * c.dv);
+    for (Buf* x : {&P.pk, &P.pv}) { x->fill_random(rng, t); x->upload(); }
+    p.past_k = view(P.pk.dev, t, k4D, c.kvh, c.past, c.d);
+    p.past_v = view(P.pv.dev, t, k4D, c.kvh, c.past, c.dv);
+  }
+  if (c.present) {
+    P.prk.alloc(size_t(c.b) * c.kvh * st * c.d);
+    P.prv.alloc(size_t(c.b) * c.kvh * st * c.dv);
+    p.present_k = view(P.prk.dev, t, k4D, c.kvh, st, c.d);
+    p.present_v = view(P.prv.dev, t, k4D, c.kvh, st, c.dv);
+  }
+  if (c.bias_kind) {
+    const size_t n = c.bias_kind == 1 ? size_t(c.sq) * st : size_t(c.b) * c.h * c.sq * st;
+    P.bias.alloc(n);
+    P.bias.fill_random(rng, t);
+    for (size_t i = 0; i < n; i += 7) {  // some keys lowered to -inf: not hidden, just weight 0
+      P.bias.bits[i] = to_bits(-INFINITY, t);
+      P.bias.val[i] = -INFINITY;
+    }
+    P.bias.upload();
+    p.bias = P.bias.dev;
+    p.bias_dtype = t;
+    p.bias_col_stride = 1;
+    p.bias_row_stride = st;
+    if (c.bias_kind == 2) {
+      p.bias_head_stride = int64_t(c.sq) * st;
+      p.bias_batch_stride = int64_t(c.h) * c.sq * st;
+    }
+  }
+  if (c.mask_kind) {
+    P.mask_host.assign(size_t(c.b) * st, 1);
+    for (int b = 0; b < c.b; ++b) {
+      uint8_t* m = &P.mask_host[size_t(b) * st];
+      if (c.mask_kind == 1) {
+        if (b % 2 == 0) for (int j = st * 7 / 10; j < st; ++j) m[j] = 0;  // right padding
+        else for (int j = 0; j < st * 4 / 10; ++j) m[j] = 0;              // left padding
+      } else {
+        if (b == 0) for (int j = 0; j < st; ++j) m[j] = 0;                 // fully masked: zeros
+        else for (int j = 0; j < st; ++j) m[j] = (rng() % 10) < 7;
+      }
+    }
+    const size_t esz = c.mask_type == MaskType::kBool ? 1 : c.mask_type == MaskType::kInt32 ? 4 : 8;
+    std::vector<char> raw(P.mask_host.size() * esz, 0);
+    for (size_t i = 0; i < P.mask_host.size(); ++i) {
+      // int masks use values other than 1 for "visible": any nonzero counts
+      const int64_t val = P.mask_host[i] ? (esz == 1 ? 1 : int64_t(i % 5) + 1) : 0;
+      std::memcpy(raw.data() + i * esz, &val, esz);  // little-endian: low bytes first
+    }
+    CK(cudaMalloc(&P.mask_dev, raw.size()));
+    CK(cudaMemcpy(P.mask_dev, raw.data(), raw.size(), cudaMemcpyHostToDevice));
+    p.key_padding_mask = P.mask_dev;
+    p.mask_type = c.mask_type;
+    p.mask_batch_stride = st;
+    if (c.nan_hidden && c.layout != kPacked) {
+      for (int b = 0; b < c.b; ++b)
+        for (int j = c.past; j < st; ++j)
+          if (!P.mask_host[size_t(b) * st + j])
+            for (int hk = 0; hk < c.kvh; ++hk)
+              for (int d = 0; d < c.d; ++d) {
+                const int64_t ko = b * p.k.batch_stride + hk * p.k.head_stride + (j - c.past) * p.k.seq_stride + d;
+                const int64_t vo = b * p.v.batch_stride + hk * p.v.head_stride + (j - c.past) * p.v.seq_stride + d;
+                P.k.bits[ko] = P.v.bits[vo] = nan_bits(t);
+                P.k.val[ko] = P.v.val[vo] = NAN;
+              }
+      P.k.upload();
+      P.v.upload();
+    }
+  }
+  p.scale = 1.f / std::sqrt(float(c.d));
+  set_window(p, c.causal, c.window);
+  p.softcap = c.softcap;
+
+  // Rows checked: all, or for long queries the first and last 48 and 96 spread between.
+  P.rows.clear();
+  if (c.sq <= 1024) {
+    for (int i = 0; i < c.sq; ++i) P.rows.push_back(i);
+  } else {
+    for (int i = 0; i < 48; ++i) P.rows.push_back(i);
+    for (int i = 0; i < 96; ++i) P.rows.push_back(48 + int(int64_t(i) * (c.sq - 96) / 96));
+    for (int i = c.sq - 48; i < c.sq; ++i) P.rows.push_back(i);
+  }
+}
+
+// float64 reference of the op's contract (README "The op") on the checked rows.
+void reference(Problem& P) {
+  const Case& c = P.c;
+  const AttentionParams& p = P.p;
+  const int st = c.past + c.skv, group = c.h / c.kvh, nr = int(P.rows.size());
+  P.ref.assign(size_t(c.b) * c.h * nr * c.dv, 0.0);
+  const Buf& qb = c.layout == kPacked ? P.qkv : P.q;
+  const Buf& kb = c.layout == kPacked ? P.qkv : P.k;
+  const Buf& vb = c.layout == kPacked ? P.qkv : P.v;
+  const void* qbase = c.layout == kPacked ? P.qkv.dev : P.q.dev;
+  const void* kbase = c.layout == kPacked ? P.qkv.dev : P.k.dev;
+  const void* vbase = c.layout == kPacked ? P.qkv.dev : P.v.dev;
+  std::atomic<int64_t> next{0};
+  const int64_t jobs = int64_t(c.b) * c.h * nr;
+  auto work = [&]() {
+    std::vector<double> s(st), qrow(c.d);
+    for (int64_t job; (job = next.fetch_add(1)) < jobs;) {
+      const int ri = int(job % nr), h = int(job / nr % c.h), b = int(job / nr / c.h), i = P.rows[ri];
+      const int ip = i + st - c.sq, hk = h / group;
+      for (int d = 0; d < c.d; ++d) qrow[d] = at(qb, p.q, qbase, b, h, i, d);
+      double m = -INFINITY;
+      for (int j = 0; j < st; ++j) {
+        bool vis = (p.window_right < 0 || j <= ip + p.window_right) && (p.window_left < 0 || ip - j <= p.window_left);
+        if (c.mask_kind) vis = vis && P.mask_host[size_t(b) * st + j];
+        if (!vis) { s[j] = NAN; continue; }  // NAN marks hidden
+        double dot = 0;
+        for (int d = 0; d < c.d; ++d)
+          dot += qrow[d] * (j < c.past ? at(P.pk, p.past_k, P.pk.dev, b, hk, j, d)
+                                       : at(kb, p.k, kbase, b, hk, j - c.past, d));
+        dot *= double(p.scale);
+        if (p.softcap > 0) dot = p.softcap * std::tanh(dot / p.softcap);
+        if (c.bias_kind) {
+          const int64_t o = b * p.bias_batch_stride + h * p.bias_head_stride + i * p.bias_row_stride + j;
+          dot += P.bias.val[o];
+        }
+        s[j] = dot;
+        m = std::max(m, dot);
+      }
+      double l = 0;
+      for (int j = 0; j < st; ++j) {
+        if (std::isnan(s[j])) { s[j] = 0; continue; }
+        s[j] = std::isfinite(m) && s[j] != -INFINITY ? std::exp(s[j] - m) : 0;
+        l += s[j];
+      }
+      double* o = &P.ref[((size_t(b) * c.h + h) * nr + ri) * c.dv];
+      for (int j = 0; j < st; ++j) {
+        if (s[j] == 0) continue;
+        for (int d = 0; d < c.dv; ++d)
+          o[d] += s[j] * (j < c.past ? at(P.pv, p.past_v, P.pv.dev, b, hk, j, d)
+                                     : at(vb, p.v, vbase, b, hk, j - c.past, d));
+      }
+      for (int d = 0; d < c.dv; ++d) o[d] = l > 0 ? o[d] / l : 0;
+    }
+  };
+  const int nt = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < nt; ++t) threads.emplace_back(work);
+  for (auto& t : threads) t.join();
+}
+
+struct Result {
+  bool ran = false, ok = false;
+  std::string why;
+  double max_err = 0, rel = 0;
+  bool present_ok = true;
+  int64_t unwritten = 0;
+};
+
+Result run_and_compare(Problem& P, cudaStream_t stream, double tol) {
+  Result r;
+  const Case& c = P.c;
+  P.out.poison(c.dt);
+  if (c.present) { P.prk.poison(c.dt); P.prv.poison(c.dt); }
+  LaunchContext ctx;
+  ctx.device = P.p.device;
+  ctx.stream = stream;
+  std::string err;
+  try {
+    err = attention_forward(P.p, ctx);
+  } catch (const std::exception& e) {
+    err = std::string("threw: ") + e.what();
+  }
+  if (!err.empty()) {
+    r.why = err;
+    r.ok = c.expect_decline;
+    return r;
+  }
+  r.ran = true;
+  CK(cudaStreamSynchronize(stream));
+  CK(cudaGetLastError());
+  P.out.download(c.dt);
+  const int nr = int(P.rows.size()), st = c.past + c.skv;
+  const TensorView& ov = P.p.out;
+  for (size_t i = 0; i < P.out.n; ++i) r.unwritten += std::isnan(P.out.val[i]);  // no NaN inputs: NaN = unwritten
+  double num = 0, den = 0;
+  for (int b = 0; b < c.b; ++b)
+    for (int h = 0; h < c.h; ++h)
+      for (int ri = 0; ri < nr; ++ri)
+        for (int d = 0; d < c.dv; ++d) {
+          const double ref = P.ref[((size_t(b) * c.h + h) * nr + ri) * c.dv + d];
+          const double got = P.out.val[b * ov.batch_stride + h * ov.head_stride + P.rows[ri] * ov.seq_stride + d];
+          const double e = std::fabs(got - ref);
+          r.max_err = std::isnan(got) ? INFINITY : std::max(r.max_err, e);
+          num += e * e;
+          den += ref * ref;
+        }
+  r.rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  if (c.present) {
+    P.prk.download(c.dt);
+    P.prv.download(c.dt);
+    const Buf& kb = c.layout == kPacked ? P.qkv : P.k;
+    const Buf& vb = c.layout == kPacked ? P.qkv : P.v;
+    const void* kbase = c.layout == kPacked ? P.qkv.dev : P.k.dev;
+    const void* vbase = c.layout == kPacked ? P.qkv.dev : P.v.dev;
+    for (int b = 0; b < c.b && r.present_ok; ++b)
+      for (int h = 0; h < c.kvh; ++h)
+        for (int j = 0; j < st; ++j)
+          for (int d = 0; d < c.d; ++d) {
+            const float ek = j < c.past ? at(P.pk, P.p.past_k, P.pk.dev, b, h, j, d) : at(kb, P.p.k, kbase, b, h, j - c.past, d);
+            const float ev = j < c.past ? at(P.pv, P.p.past_v, P.pv.dev, b, h, j, d) : at(vb, P.p.v, vbase, b, h, j - c.past, d);
+            const size_t o = ((size_t(b) * c.kvh + h) * st + j) * c.d + d;
+            if (std::memcmp(&ek, &P.prk.val[o], 4) || std::memcmp(&ev, &P.prv.val[o], 4)) r.present_ok = false;
+          }
+  }
+  r.ok = !c.expect_decline && r.max_err <= tol && r.unwritten == 0 && r.present_ok;
+  if (c.expect_decline) r.why = "expected a decline, but it ran";
+  return r;
+}
+
+std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75) {
+  std::vector<Case> out;
+  const MaskType B = MaskType::kBool, I32 = MaskType::kInt32, I64 = MaskType::kInt64;
+  for (ElemType t : {ElemType::kFloat16, ElemType::kBFloat16})
+    for (int d : dims) {
+      if (sm75 && t == ElemType::kBFloat16) continue;  // sm_75 has no bfloat16 tensor cores
+      auto add = [&](const char* name, int b, int h, int kvh, int sq, int skv, int past, bool causal, int window,
+                     int mask, MaskType mt, int bias, float cap, Layout l, bool present) {
+        out.push_back(Case{name, t, b, h, kvh, sq, skv, past, d, d, causal, window, mask, mt, bias, cap, l, present});
+      };
+      if (small) {  // for the sanitizers: every path, few blocks
+        add("plain", 1, 2, 2, 129, 129, 0, false, -1, 0, B, 0, 0, k4D, false);
+        add("causal-past", 1, 2, 1, 7, 70, 5, true, -1, 0, B, 0, 0, k3D, true);
+        add("window", 1, 2, 2, 129, 129, 0, false, 33, 0, B, 0, 0, k3D, false);
+        add("pad-mask", 2, 2, 1, 64, 129, 0, true, -1, 1, I64, 0, 0, k4D, false);
+        add("rand-mask+bias", 2, 2, 2, 64, 129, 3, false, -1, 2, B, 2, 30.f, k4D, true);
+        add("mask-nan-hidden", 2, 2, 2, 33, 200, 0, false, -1, 1, I32, 0, 0, k3D, false);
+        out.back().nan_hidden = true;
+        add("no-visible", 1, 2, 2, 129, 7, 0, true, -1, 0, B, 0, 0, k4D, false);
+        continue;
+      }
+      add("basic", 2, 4, 4, 129, 129, 0, false, -1, 0, B, 0, 0, k4D, false);
+      add("gqa-causal", 2, 4, 2, 1000, 1000, 0, true, -1, 0, B, 0, 0, k3D, false);
+      add("mqa-cross", 1, 4, 1, 64, 1000, 0, false, -1, 0, B, 0, 0, k4D, false);
+      add("causal-past", 2, 4, 2, 7, 7, 5, true, -1, 0, B, 0, 0, k4D, true);
+      add("decode-past", 2, 4, 4, 1, 1, 4095, true, -1, 0, B, 0, 0, k3D, true);
+      add("window-causal", 1, 4, 2, 1000, 1000, 0, true, 100, 0, B, 0, 0, k4D, false);
+      add("window-both", 2, 4, 4, 129, 129, 0, false, 33, 0, B, 0, 0, k3D, false);
+      add("pad-mask", 2, 4, 2, 129, 1000, 0, false, -1, 1, I64, 0, 0, k4D, false);
+      add("rand-mask", 2, 4, 2, 64, 129, 0, true, -1, 2, B, 0, 0, k4D, false);
+      add("mask-nan-hidden", 2, 4, 2, 129, 300, 0, false, -1, 1, I32, 0, 0, k3D, false);
+      out.back().nan_hidden = true;
+      add("rand-mask-nan", 2, 4, 4, 33, 200, 0, false, -1, 2, B, 0, 0, k4D, false);
+      out.back().nan_hidden = true;
+      add("bias-bcast", 2, 4, 4, 129, 129, 0, true, -1, 0, B, 1, 0, k4D, false);
+      add("all", 2, 4, 2, 64, 64, 7, true, -1, 1, I32, 2, 30.f, k3D, true);
+      add("softcap", 2, 4, 4, 7, 64, 0, false, -1, 0, B, 0, 50.f, k4D, false);
+      add("no-visible", 1, 4, 4, 129, 7, 0, true, -1, 0, B, 0, 0, k4D, false);
+      add("packed-qkv", 2, 4, 2, 1000, 1000, 0, true, -1, 0, B, 0, 0, kPacked, false);
+      add("cross-1x4096", 1, 4, 2, 1, 4096, 0, false, -1, 0, B, 0, 0, k4D, false);
+      add("present-nopast", 1, 4, 2, 64, 64, 0, true, -1, 0, B, 0, 0, k3D, true);
+      if (d == 64 || d == 128) {
+        add("long-causal", 1, 4, 4, 4096, 4096, 0, true, -1, 0, B, 0, 0, k3D, false);
+        add("long-mask-mqa", 2, 4, 1, 4096, 4096, 0, false, -1, 1, B, 0, 0, k4D, false);
+      }
+    }
+  // Cases the backend must decline, with its reason printed.
+  auto decline = [&](const char* name, ElemType t, int d, int dv) {
+    Case c{name, t, 1, 2, 2, 16, 16, 0, d, dv, false, -1, 0, MaskType::kBool, 0, 0.f, k4D, false};
+    c.expect_decline = true;
+    out.push_back(c);
+  };
+  decline("decline-fp32", ElemType::kFloat32, 64, 64);
+  decline("decline-dv", ElemType::kFloat16, 64, 32);
+  decline("decline-d20", ElemType::kFloat16, 20, 20);
+  decline("decline-d512", ElemType::kFloat16, 512, 512);
+  if (sm75) decline("decline-bf16-sm75", ElemType::kBFloat16, 64, 64);
+  return out;
+}
+
+std::vector<int> parse_dims(const char* s) {
+  std::vector<int> v;
+  for (const char* p = s; *p;) {
+    v.push_back(std::atoi(p));
+    while (*p && *p != ',') ++p;
+    if (*p == ',') ++p;
+  }
+  return v;
+}
+
+int check(bool small, const std::vector<int>& dims, const char* traits) {
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::mt19937 rng(20261202);
+  int fails = 0, runs = 0;
+  double worst16 = 0, worst_bf = 0;
+  for (const Case& c : make_cases(dims, small, std::string(traits) == "75")) {
+    // fp32 cases would need float buffers: only the decline is checked, with 16-bit storage.
+    Problem P;
+    P.c = c;
+    const ElemType store = c.dt == ElemType::kFloat32 ? ElemType::kFloat16 : c.dt;
+    P.c.dt = store;
+    setup(P, rng);
+    P.p.dtype = c.dt;
+    for (TensorView* v : {&P.p.q, &P.p.k, &P.p.v, &P.p.out}) v->dtype = c.dt;
+    P.c.dt = c.dt;
+    if (!c.expect_decline) reference(P);
+    const double tol = c.dt == ElemType::kBFloat16 ? 2e-2 : 1e-2;
+    P.c.dt = store;
+    Result r = run_and_compare(P, stream, tol);
+    P.c.dt = c.dt;
+    ++runs;
+    fails += !r.ok;
+    if (r.ran) {
+      (c.dt == ElemType::kBFloat16 ? worst_bf : worst16) = std::max(c.dt == ElemType::kBFloat16 ? worst_bf : worst16, r.max_err);
+      std::printf("%s [traits %s] %s: max abs err %.3g (tol %.0e), rel l2 %.2e, unwritten %lld%s%s\n", r.ok ? "ok  " : "FAIL",
+                  traits, describe(c).c_str(), r.max_err, tol, r.rel, (long long)r.unwritten,
+                  c.present ? (r.present_ok ? ", present exact" : ", PRESENT MISMATCH") : "", r.why.empty() ? "" : (" " + r.why).c_str());
+    } else {
+      std::printf("%s [traits %s] %s: declined: %s\n", r.ok ? "ok  " : "FAIL", traits, describe(c).c_str(), r.why.c_str());
+    }
+    std::fflush(stdout);
+  }
+  CK(cudaStreamDestroy(stream));
+  std::printf("SUMMARY traits %s: %d cases, %d failure(s); worst max abs error fp16 %.3g, bf16 %.3g\n", traits, runs, fails,
+              worst16, worst_bf);
+  return fails ? 1 : 0;
+}
+
+// Unit-variance pseudo-random 16-bit values written on the device (bench sizes are too large to
+// draw on the host quickly): Box-Muller on a per-element hash.
+__device__ uint32_t hash32(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+  return uint32_t(x);
+}
+__global__ void fill_normal(uint16_t* out, size_t n, uint64_t seed, bool bf16) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const float u1 = (hash32(seed * 0x9E3779B97F4A7C15ull + 2 * i) + 1.f) * 2.3283064e-10f;
+    const float u2 = hash32(seed * 0x9E3779B97F4A7C15ull + 2 * i + 1) * 2.3283064e-10f;
+    const float z = sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+    if (bf16) { __nv_bfloat16 h = __float2bfloat16_rn(z); out[i] = *reinterpret_cast<uint16_t*>(&h); }
+    else { __half h = __float2half_rn(z); out[i] = *reinterpret_cast<uint16_t*>(&h); }
+  }
+}
+
+struct Shape { int b, h, s, d; bool causal; };
+
+int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<ElemType> types) {
+  if (shapes.empty())
+    shapes = {{8, 32, 1024, 128, true}, {2, 32, 4096, 128, true}, {1, 32, 16384, 128, true}, {8, 32, 1024, 64, false},
+              {2, 16, 8192, 64, true}};
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  uint64_t seed = 1;
+  for (ElemType t : types) {
+    if (t == ElemType::kBFloat16 && std::string(traits) == "75") continue;
+    for (const Shape& s : shapes) {
+      const size_t n = size_t(s.b) * s.h * s.s * s.d;
+      uint16_t* buf[4];
+      for (auto& x : buf) {
+        CK(cudaMalloc(&x, n * 2));
+        fill_normal<<<1024, 256, 0, stream>>>(x, n, seed++, t == ElemType::kBFloat16);
+      }
+      CK(cudaMemsetAsync(buf[3], 0xFF, n * 2, stream));  // output poisoned (NaN)
+      CK(cudaGetLastError());
+      AttentionParams p;
+      p.device = Device{DeviceKind::kCuda, 0};
+      p.dtype = t;
+      p.batch = s.b; p.num_heads = s.h; p.kv_num_heads = s.h; p.seq_q = s.s; p.seq_kv = s.s;
+      p.head_dim = s.d; p.head_dim_v = s.d;
+      TensorView* views[4] = {&p.q, &p.k, &p.v, &p.out};
+      for (int i = 0; i < 4; ++i) *views[i] = view(buf[i], t, k4D, s.h, s.s, s.d);
+      p.scale = 1.f / std::sqrt(float(s.d));
+      set_window(p, s.causal, -1);
+      LaunchContext ctx;
+      ctx.device = p.device;
+      ctx.stream = stream;
+      std::string err = attention_forward(p, ctx);
+      if (!err.empty()) { std::printf("bench: declined: %s\n", err.c_str()); return 1; }
+      CK(cudaStreamSynchronize(stream));
+      std::vector<uint16_t> host(n);
+      CK(cudaMemcpy(host.data(), buf[3], n * 2, cudaMemcpyDeviceToHost));
+      const uint16_t inf_bits = t == ElemType::kFloat16 ? 0x7C00 : 0x7F80;
+      int64_t unwritten = 0;
+      for (uint16_t x : host) unwritten += (x & 0x7FFF) > inf_bits;
+      for (int i = 0; i < 3; ++i) attention_forward(p, ctx);
+      std::vector<float> ms;
+      for (int r = 0; r < reps; ++r) {
+        CK(cudaEventRecord(e0, stream));
+        attention_forward(p, ctx);
+        CK(cudaEventRecord(e1, stream));
+        CK(cudaEventSynchronize(e1));
+        float x;
+        CK(cudaEventElapsedTime(&x, e0, e1));
+        ms.push_back(x);
+      }
+      CK(cudaGetLastError());
+      std::sort(ms.begin(), ms.end());
+      const double med = ms[ms.size() / 2];
+      const double flops = 4.0 * s.b * s.h * double(s.s) * s.s * s.d * (s.causal ? 0.5 : 1.0);
+      std::printf("BENCH %s traits %s (B,H,S,D,causal)=(%d,%d,%d,%d,%d): median %.3f ms (min %.3f, max %.3f, %d runs) %.1f TFLOP/s%s\n",
+                  t == ElemType::kFloat16 ? "fp16" : "bf16", traits, s.b, s.h, s.s, s.d, s.causal, med, ms.front(), ms.back(),
+                  reps, flops / med / 1e9, unwritten ? "  (OUTPUT HAS NaN: unwritten?)" : "");
+      std::fflush(stdout);
+      for (auto& x : buf) CK(cudaFree(x));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool do_bench = false, small = false;
+  int reps = 20;
+  std::vector<int> dims;
+  std::vector<Shape> shapes;
+  std::vector<ElemType> types = {ElemType::kFloat16, ElemType::kBFloat16};
+  const char* traits = "80";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "bench") do_bench = true;
+    else if (a == "--small") small = true;
+    else if (a == "--traits" && i + 1 < argc) traits = argv[++i];
+    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--dims" && i + 1 < argc) dims = parse_dims(argv[++i]);
+    else if (a == "--shape" && i + 1 < argc) {  // B,H,S,D,causal (bench)
+      const std::vector<int> v = parse_dims(argv[++i]);
+      if (v.size() != 5) { std::fprintf(stderr, "--shape B,H,S,D,causal\n"); return 2; }
+      shapes.push_back(Shape{v[0], v[1], v[2], v[3], v[4] != 0});
+    } else if (a == "--fp16") types = {ElemType::kFloat16};
+    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--fp16]] [--small] [--traits 75|80] [--reps N] [--dims 64,128]\n"); return 2; }
+  }
+  setenv("FASTATTN_CUDA_TRAITS", traits, 1);
+  if (dims.empty()) dims = {64, 128};
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device 0: %s (sm_%d%d, %d SMs); backend: %s\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+              backend_for(DeviceKind::kCuda)->describe().c_str());
+  return do_bench ? bench(traits, reps, shapes, types) : check(small, dims, traits);
+}
