@@ -1,10 +1,11 @@
 // ONNX Runtime plumbing of one device kind, in the shape of ONNX Runtime's example plugin EP
 // (onnxruntime/test/autoep/library/example_plugin_ep/): which OrtEpDevices it offers, its
-// memory (allocator), its copies (data transfer), its stream, and the launch context of a node.
-// One file per kind (cpu_device.cc, ...), each named by the backend list (kernels/CMakeLists.txt);
-// the factory and the EP only talk to this interface.
+// memory (allocator), its copies (data transfer, Memcpy kernels), its stream, and the launch
+// context of a node. One file per kind (cpu_device.cc, cuda_device.cc, ...), each named by the
+// backend list (kernels/CMakeLists.txt); the factory and the EP only talk to this interface.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,8 @@
 #include "ort_api.h"
 
 namespace fastattn::ep {
+
+enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice };
 
 class DevicePlumbing {
  public:
@@ -26,10 +29,17 @@ class DevicePlumbing {
   // "fastattn.kernel" = device_kind_name(kind()) and "fastattn.ordinal" (CreateEp reads them).
   virtual OrtStatus* add_ep_devices(OrtEpFactory* factory, const OrtHardwareDevice* const* devices, size_t count,
                                     size_t room, std::vector<OrtEpDevice*>* out) const = 0;
+  // Called when the factory is released: frees what add_ep_devices made (hardware devices).
+  virtual void release_factory_resources() const {}
 
   // Whether memory of this device is described by memory_device (allocator and stream calls of
   // the factory are routed by it). The CPU's host memory is ORT's own: false.
   virtual bool owns(const OrtMemoryDevice* memory_device) const = 0;
+  // Whether a kernel running on device `ordinal` of this kind can read or write a tensor held in
+  // memory_device (compute checks every input and output of an accelerator's node with it).
+  virtual bool can_access(const OrtMemoryDevice* memory_device, int ordinal) const;
+  // The OrtMemoryDevice of device `ordinal`'s own memory (null: host memory).
+  virtual const OrtMemoryDevice* memory_device(int /*ordinal*/) const { return nullptr; }
   // The device's allocator (null: ONNX Runtime's own CPU allocator serves it).
   virtual OrtStatus* create_allocator(const OrtMemoryInfo* info, OrtAllocator** allocator) const;
   virtual void release_allocator(OrtAllocator* allocator) const;
@@ -38,9 +48,17 @@ class DevicePlumbing {
   // Streams: ORT registers them only for non-CPU memory, and only when the factory is stream-aware.
   virtual bool stream_aware() const { return false; }
   virtual OrtStatus* create_stream(const OrtMemoryDevice* memory_device, OrtSyncStreamImpl** stream) const;
-  // (An accelerator also needs its own MemcpyFromHost / MemcpyToHost kernels, or ONNX Runtime
-  // hands its nodes host memory: the first accelerator kind adds a kernel-registry hook here and
-  // wires it into OrtEp::GetKernelRegistry.)
+  // Blocks until `stream` (null: all of device `ordinal`) has finished the work queued so far.
+  virtual OrtStatus* synchronize(int ordinal, void* stream) const;
+
+  // An accelerator's copies and temporary memory, in the order of `stream` (the node's queue;
+  // null: synchronously). They serve its MemcpyFromHost / MemcpyToHost kernels (without them
+  // ONNX Runtime hands its nodes host memory) and host-side steps of a node (a bool mask made
+  // into a bias). The CPU has none: accelerator() is false and these return errors.
+  virtual bool accelerator() const { return false; }
+  virtual OrtStatus* copy(int ordinal, void* stream, void* dst, const void* src, size_t bytes, CopyKind kind) const;
+  // Device memory that lives until the returned pointer is released, freed in stream order.
+  virtual OrtStatus* temporary(int ordinal, void* stream, size_t bytes, std::shared_ptr<void>* out) const;
 
   // How a node's kernel is launched on device `ordinal` inside a compute call.
   virtual LaunchContext launch_context(OrtKernelContext* context, int ordinal) const = 0;
@@ -51,5 +69,15 @@ class DevicePlumbing {
 const std::vector<const DevicePlumbing*>& device_plumbings();
 const DevicePlumbing* plumbing_for(DeviceKind kind);
 const DevicePlumbing& cpu_plumbing();
+
+// The MemcpyFromHost / MemcpyToHost kernels of an accelerator's EP (memcpy_kernels.cc), for
+// OrtEp::GetKernelRegistry: ONNX Runtime inserts these nodes where host tensors meet the EP's
+// nodes, and without the EP's own kernels its nodes get host memory. They copy with
+// device.copy() on the node's stream. Release the registry with OrtEpApi::ReleaseKernelRegistry.
+OrtStatus* create_memcpy_kernel_registry(const char* ep_name, const DevicePlumbing& device,
+                                         OrtKernelRegistry** registry);
+
+// The device's name in messages: "CUDA device 0", "the CPU".
+std::string device_label(DeviceKind kind, int ordinal);
 
 }  // namespace fastattn::ep

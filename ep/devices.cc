@@ -25,6 +25,24 @@ OrtStatus* DevicePlumbing::create_stream(const OrtMemoryDevice*, OrtSyncStreamIm
   *stream = nullptr;
   return nullptr;
 }
+// Host memory only: ORT never hands the CPU kind anything else.
+bool DevicePlumbing::can_access(const OrtMemoryDevice*, int) const { return true; }
+OrtStatus* DevicePlumbing::synchronize(int, void*) const { return nullptr; }
+OrtStatus* DevicePlumbing::copy(int, void*, void*, const void*, size_t, CopyKind) const {
+  return make_error(std::string("no device copies on ") + device_kind_name(kind()), ORT_NOT_IMPLEMENTED);
+}
+OrtStatus* DevicePlumbing::temporary(int, void*, size_t, std::shared_ptr<void>*) const {
+  return make_error(std::string("no device memory on ") + device_kind_name(kind()), ORT_NOT_IMPLEMENTED);
+}
+
+std::string device_label(DeviceKind kind, int ordinal) {
+  switch (kind) {
+    case DeviceKind::kCpu: return "the CPU";
+    case DeviceKind::kCuda: return "CUDA device " + std::to_string(ordinal);
+    case DeviceKind::kNpu: return "NPU " + std::to_string(ordinal);
+  }
+  return device_kind_name(kind);
+}
 
 const std::vector<const DevicePlumbing*>& device_plumbings() {
 #define FASTATTN_BACKEND(name) &name##_plumbing(),

@@ -48,16 +48,53 @@ int index_of(const std::vector<std::string>& names, const std::string& name) {
 
 }  // namespace
 
-Ep::Ep(const OrtLogger* logger, const DevicePlumbing& device, int ordinal)
-    : OrtEp{}, logger_(logger), device_(device), ordinal_(ordinal) {
+Ep::Ep(const OrtLogger* logger, const EpConfig& config)
+    : OrtEp{},
+      logger_(logger),
+      device_(*config.device),
+      ordinal_(config.ordinal),
+      claims_nodes_(config.claims_nodes) {
   ort_version_supported = ORT_API_VERSION;
   GetName = GetNameImpl;
   GetCapability = GetCapabilityImpl;
   Compile = CompileImpl;
   ReleaseNodeComputeInfos = ReleaseNodeComputeInfosImpl;
+  if (device_.accelerator()) {
+    GetKernelRegistry = GetKernelRegistryImpl;
+    Sync = SyncImpl;  // io_binding.synchronize_inputs() and friends wait for the device
+    // ORT takes the EP's memory device from the first OrtEpDevice it handed us, unless told.
+    if (config.device_index != 0) GetDefaultMemoryDevice = GetDefaultMemoryDeviceImpl;
+  }
+}
+
+Ep::~Ep() {
+  if (kernel_registry_) ort_ep().ReleaseKernelRegistry(kernel_registry_);
 }
 
 const char* ORT_API_CALL Ep::GetNameImpl(const OrtEp*) noexcept { return core::kEpName; }
+
+OrtStatus* ORT_API_CALL Ep::GetKernelRegistryImpl(OrtEp* this_ptr, const OrtKernelRegistry** registry) noexcept {
+  return guarded([&]() -> OrtStatus* {
+    auto* ep = static_cast<Ep*>(this_ptr);
+    *registry = nullptr;
+    std::lock_guard<std::mutex> lock(ep->registry_mutex_);
+    if (!ep->kernel_registry_)
+      FASTATTN_RETURN_IF_ERROR(create_memcpy_kernel_registry(core::kEpName, ep->device_, &ep->kernel_registry_));
+    *registry = ep->kernel_registry_;
+    return nullptr;
+  });
+}
+
+OrtStatus* ORT_API_CALL Ep::SyncImpl(OrtEp* this_ptr) noexcept {
+  auto* ep = static_cast<Ep*>(this_ptr);
+  return ep->device_.synchronize(ep->ordinal_, nullptr);
+}
+
+OrtStatus* ORT_API_CALL Ep::GetDefaultMemoryDeviceImpl(const OrtEp* this_ptr, const OrtMemoryDevice** device) noexcept {
+  auto* ep = static_cast<const Ep*>(this_ptr);
+  *device = ep->device_.memory_device(ep->ordinal_);
+  return nullptr;
+}
 
 void Ep::log(OrtLoggingLevel level, const std::string& msg) const {
   if (!logger_) return;
@@ -69,6 +106,7 @@ OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* g
                                               OrtEpGraphSupportInfo* support) noexcept {
   return guarded([&]() -> OrtStatus* {
     auto* ep = static_cast<Ep*>(this_ptr);
+    if (!ep->claims_nodes_) return nullptr;
     size_t n = 0;
     FASTATTN_RETURN_IF_ERROR(ort().Graph_GetNumNodes(graph, &n));
     std::vector<const OrtNode*> nodes(n);

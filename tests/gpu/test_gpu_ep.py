@@ -1,0 +1,198 @@
+"""FastAttentionEP on an NVIDIA GPU: its device, memory, copies, stream and Memcpy kernels.
+
+Each case runs a float16 FastAttention model with providers=[FastAttentionEP, CPU], the Python
+session's silent CPU fallback off (an EP error must fail the test, not quietly run on the CPU),
+compares with the float64 reference and checks where the nodes ran. The tolerance is loose on
+purpose: these tests are about the plumbing (stale, zero or host-read data is off by O(1)); the
+kernel's numerics have their own tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+from ort_helpers import EP, build_model, max_err
+from reference import attention_reference
+
+import fastattn_onnx
+from fastattn_onnx import _ort
+from fastattn_onnx.tools import doctor
+
+TOL = 1e-2
+B, H, KVH, S, D = 2, 8, 2, 128, 64
+
+
+def _cuda_ep_devices():
+    return [d for d in ort.get_ep_devices() if d.ep_name == EP and dict(d.ep_metadata).get("fastattn.kernel") == "cuda"]
+
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not _cuda_ep_devices(), reason="FastAttentionEP lists no CUDA device here (a CPU-only build, "
+                                                       "no NVIDIA driver, or no GPU visible)"),
+]
+
+
+def _model(**kw):
+    return build_model(layout="3d", batch=B, seq_q=S, seq_kv=S, num_heads=H, kv_num_heads=KVH, head_dim=D,
+                       dtype="float16", causal=1, **kw)
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = {"query": (B, S, H * D), "key": (B, S, KVH * D), "value": (B, S, KVH * D)}
+    return {n: rng.standard_normal(s).astype(np.float16) for n, s in shapes.items()}
+
+
+def _reference(feeds, q=None):
+    return attention_reference(feeds["query"] if q is None else q, feeds["key"], feeds["value"], num_heads=H,
+                               kv_num_heads=KVH, causal=True)[0]
+
+
+def _session(model, provider_options=None):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    providers = [(EP, provider_options) if provider_options else EP, "CPUExecutionProvider"]
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    sess.disable_fallback()
+    assert sess.get_providers()[0] == EP, "the session fell back to the CPU EP when it was created"
+    return sess
+
+
+def _placement(model, feeds, provider_options=None):
+    providers = [(EP, provider_options) if provider_options else EP, "CPUExecutionProvider"]
+    return fastattn_onnx.node_placement(model, providers=providers, inputs=feeds)
+
+
+def test_ep_lists_the_gpu_first_with_its_ordinal_and_memory():
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP]
+    first = dict(devices[0].ep_metadata)
+    assert devices[0].device.type == ort.OrtHardwareDeviceType.GPU
+    assert first["fastattn.kernel"] == "cuda" and first["fastattn.ordinal"] == "0"
+    assert devices[0].ep_options.get("device_id") == "0"
+    assert devices[-1].device.type == ort.OrtHardwareDeviceType.CPU
+    assert "device: GPU cuda:0" in "\n".join(doctor.report())
+
+
+def test_plain_run_with_numpy_inputs():
+    model, feeds = _model(), _inputs()
+    out = _session(model).run(None, feeds)[0]
+    assert max_err(out, _reference(feeds)) <= TOL
+    assert _placement(model, feeds) == {"fast_attention_0": EP}
+
+
+def test_io_binding_with_ortvalues_on_the_gpu():
+    model, feeds = _model(), _inputs(1)
+    sess = _session(model)
+    binding = sess.io_binding()
+    values = {n: ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0) for n, x in feeds.items()}
+    for n, v in values.items():
+        assert v.device_name() == "cuda"
+        binding.bind_ortvalue_input(n, v)
+    binding.bind_output("output", "cuda", 0)
+    for _ in range(2):  # the second run reuses the bound device memory
+        sess.run_with_iobinding(binding)
+        result = binding.get_outputs()[0]
+        assert result.device_name() == "cuda"
+        assert max_err(result.numpy(), _reference(feeds)) <= TOL
+
+
+@pytest.mark.parametrize("wait", ["torch.cuda.synchronize", "binding.synchronize_inputs"])
+def test_torch_cuda_tensors_bound_by_pointer(wait):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    model, feeds = _model(), _inputs(2)
+    sess = _session(model)
+    # Written by torch kernels on torch's stream: the ordering rule says wait for them before the run.
+    tensors = {n: torch.from_numpy(x).cuda() * 1 for n, x in feeds.items()}
+    out = torch.full((B, S, H * D), float("nan"), dtype=torch.float16, device="cuda")
+    binding = sess.io_binding()
+    for n, t in tensors.items():
+        binding.bind_input(n, "cuda", 0, np.float16, list(t.shape), t.data_ptr())
+    binding.bind_output("output", "cuda", 0, np.float16, list(out.shape), out.data_ptr())
+    if wait == "torch.cuda.synchronize":
+        torch.cuda.synchronize()
+    else:
+        binding.synchronize_inputs()  # OrtEp::Sync: the whole device, torch's stream included
+    sess.run_with_iobinding(binding)  # ORT waits for the EP's stream at the end of the run
+    assert max_err(out.cpu().numpy(), _reference(feeds)) <= TOL
+
+
+def test_cpu_nodes_around_the_gpu_node():
+    """Abs, Cast (CPU) -> FastAttention (GPU) -> Cast, Neg (CPU): the EP's own Memcpy kernels hand
+    the node device memory (ORT's fallback copies would hand it host memory)."""
+    model = _model()
+    g = model.graph
+    g.node[0].input[0] = "query16"
+    g.node[0].output[0] = "attention"
+    g.node.insert(0, helper.make_node("Abs", ["query"], ["query_abs"], name="abs"))
+    g.node.insert(1, helper.make_node("Cast", ["query_abs"], ["query16"], name="cast_in", to=TensorProto.FLOAT16))
+    g.node.extend([helper.make_node("Cast", ["attention"], ["attention32"], name="cast_out", to=TensorProto.FLOAT),
+                   helper.make_node("Neg", ["attention32"], ["output"], name="neg")])
+    g.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    g.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    feeds = _inputs(3)
+    feeds["query"] = feeds["query"].astype(np.float32)
+    out = _session(model).run(None, feeds)[0]
+    assert max_err(out, -_reference(feeds, q=np.abs(feeds["query"]))) <= TOL
+    cpu = "CPUExecutionProvider"
+    assert _placement(model, feeds) == {"abs": cpu, "cast_in": cpu, "fast_attention_0": EP, "cast_out": cpu,
+                                        "neg": cpu}
+
+
+def test_present_outputs_come_back():
+    model = build_model(layout="4d", batch=1, seq_q=16, seq_kv=16, seq_past=48, num_heads=4, kv_num_heads=4,
+                        head_dim=D, dtype="float16", causal=1, present=True)
+    rng = np.random.default_rng(4)
+    shapes = {"query": (1, 4, 16, D), "key": (1, 4, 16, D), "value": (1, 4, 16, D), "past_key": (1, 4, 48, D),
+              "past_value": (1, 4, 48, D)}
+    feeds = {n: rng.standard_normal(s).astype(np.float16) for n, s in shapes.items()}
+    got = _session(model).run(None, feeds)
+    want = attention_reference(feeds["query"], feeds["key"], feeds["value"], causal=True, past_key=feeds["past_key"],
+                               past_value=feeds["past_value"])
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and max_err(g, w) <= TOL
+
+
+def test_provider_option_device_id_picks_the_cuda_ordinal():
+    model, feeds = _model(), _inputs(5)
+    out = _session(model, {"device_id": "0"}).run(None, feeds)[0]
+    assert max_err(out, _reference(feeds)) <= TOL
+    assert _placement(model, feeds, {"device_id": "0"}) == {"fast_attention_0": EP}
+
+
+def test_provider_option_device_cpu_keeps_the_gpu_out():
+    """By name ORT hands the EP its GPU device; device=cpu makes it claim nothing, so the op runs on the
+    CPU EP (the same CPU kernel). Selecting the EP's CPU device runs FastAttentionEP itself on the CPU."""
+    model, feeds = _model(), _inputs(6)
+    assert _placement(model, feeds, {"device": "cpu"}) == {"fast_attention_0": "CPUExecutionProvider"}
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    cpu_device = [d for d in ort.get_ep_devices() if d.ep_name == EP and d.device.type == ort.OrtHardwareDeviceType.CPU]
+    so.add_provider_for_devices(cpu_device, {"device": "cpu"})
+    # As ep_session_options() does: the EP factory brings the op's domain, the session hook must not.
+    so.add_session_config_entry(_ort._OP_DOMAIN_MARK, "ep_factory")
+    sess = ort.InferenceSession(model.SerializeToString(), so)
+    assert max_err(sess.run(None, feeds)[0], _reference(feeds)) <= TOL
+    assert fastattn_onnx.node_placement(model, providers=(), inputs=feeds, session_options=so) == \
+        {"fast_attention_0": EP}
+
+
+def test_bad_provider_option_is_a_clear_error(capfd):
+    sess = ort.InferenceSession(_model().SerializeToString(), providers=[(EP, {"device": "tpu"}), "CPUExecutionProvider"])
+    # ORT's Python session prints the EP's error and falls back to the CPU EP when it is created.
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    assert "FastAttentionEP: provider option device='tpu' is not one of 'cpu', 'cuda'" in capfd.readouterr().out
+
+
+def test_onnx_attention_with_a_bool_mask_runs_on_the_gpu():
+    """The bool mask is made into a bias on the host and comes back in stream-ordered device memory."""
+    from test_attention23 import attention_model, feeds_for
+    model = attention_model(b=2, h=4, sq=32, skv=32, d=D, dtype="float16", mask=("bool", [2, 4, 32, 32]))
+    feeds = feeds_for(model, seed=7, fully_masked_row=False)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = _session(model).run(None, feeds)[0]
+    assert max_err(got, want) <= TOL
+    assert _placement(model, feeds) == {"attention_0": EP}
