@@ -14,7 +14,6 @@ import warnings
 
 __version__ = "0.1.0"
 
-from .device_tensors import attention  # noqa: E402  (the kernel on NumPy arrays and CUDA tensors)
 from .constants import EP_NAME, OP_DOMAIN, OP_TYPE  # noqa: E402,F401  (public names of the op and the EP)
 from ._ort import (  # noqa: E402
     check_onnxruntime,
@@ -31,6 +30,9 @@ from ._ort import (  # noqa: E402
 )
 
 check_onnxruntime()  # a clear ImportError on onnxruntime < 1.27
+# onnxruntime (imported by the check) is loaded before our extension: with the CUDA kernels in,
+# the other order crashed onnxruntime's own import on the H200 (inside numpy.linalg's start-up).
+from .device_tensors import attention  # noqa: E402  (the kernel on NumPy arrays and CUDA tensors)
 from . import schema  # noqa: E402,F401  (ONNX schema of FastAttention, for onnx.checker / shape inference)
 from .placement import node_placement  # noqa: E402
 

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Build and check the CUDA path on a machine with an NVIDIA GPU and no network, then benchmark:
+#
+#   ORT_INCLUDE_DIR=... CUTLASS_INCLUDE_DIR=... tests/gpu/run.sh [--archs 90] [--out DIR] [--no-bench] [--kernel-check]
+#
+# Needs: python3 with onnxruntime (>= 1.27), numpy, onnx, onnxscript, torch (CUDA), pytest,
+# scikit-build-core, pybind11; cmake; nvcc. ONNX Runtime's C API headers (Debian's
+# libonnxruntime-dev, or the release archive) and CuTe's (the nvidia-cutlass wheel's
+# cutlass_library/source/include) are brought along, not downloaded: by default from .ortinc/ and
+# .cutlass/include/ in the checkout (see tests/gpu/README or the project README).
+# Prints a short table last; full logs go to --out (default build/gpu-logs).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ARCHS=90
+OUT_DIR=build/gpu-logs
+BENCH=1
+KERNEL_CHECK=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --archs) ARCHS="$2"; shift 2 ;;
+    --out) OUT_DIR="$2"; shift 2 ;;
+    --no-bench) BENCH=0; shift ;;
+    --kernel-check) KERNEL_CHECK=1; shift ;;  # also the stand-alone kernel driver and sanitizers
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT_DIR"
+export ORT_INCLUDE_DIR="${ORT_INCLUDE_DIR:-$PWD/.ortinc}"
+export CUTLASS_INCLUDE_DIR="${CUTLASS_INCLUDE_DIR:-$PWD/.cutlass/include}"
+export PYTHONUNBUFFERED=1
+declare -A RESULT
+
+step() {  # step NAME COMMAND...: runs it with its log under OUT_DIR, records pass/FAIL
+  local name="$1"; shift
+  local started=$SECONDS
+  if "$@" >"$OUT_DIR/$name.log" 2>&1; then RESULT[$name]="pass"; else RESULT[$name]="FAIL (rc $?)"; fi
+  RESULT[$name]+=" in $((SECONDS - started)) s"
+  tail -n 5 "$OUT_DIR/$name.log"
+}
+
+nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader | tee "$OUT_DIR/gpu.txt"
+step build python3 -m pip install -q --no-build-isolation --no-deps -C cmake.define.FASTATTN_CUDA=ON \
+  -C "cmake.define.FASTATTN_CUDA_ARCHS=$ARCHS" -C build-dir=build/gpu-wheel .
+step doctor python3 -m fastattn_onnx doctor
+if [ "$KERNEL_CHECK" = 1 ]; then
+  step kernel_check kernels/cuda/tests/build_check.sh
+fi
+step pytest_gpu python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu
+# The CPU device of the EP, with the GPU hidden (with it visible the EP takes the GPU).
+step pytest_ep env CUDA_VISIBLE_DEVICES= python3 -m pytest -q -p no:cacheprovider tests/test_ep.py tests/test_device_tensors.py
+if [ "$BENCH" = 1 ]; then
+  step bench_gpu python3 -m fastattn_onnx bench gpu --repeats 20
+  cat "$OUT_DIR/bench_gpu.log"
+fi
+echo
+echo "| step | result |"
+echo "|---|---|"
+for name in build doctor kernel_check pytest_gpu pytest_ep bench_gpu; do
+  [ -n "${RESULT[$name]:-}" ] && echo "| $name | ${RESULT[$name]} |"
+done
+grep -h -E "passed|failed|error" "$OUT_DIR"/pytest_*.log | tail -n 4
+for name in "${!RESULT[@]}"; do
+  case "${RESULT[$name]}" in FAIL*) exit 1 ;; esac
+done
+exit 0
