@@ -86,9 +86,10 @@ def only_consumer(value: ir.Value) -> ir.Node | None:
     return uses[0].node
 
 
-def _walk_back(values: list[ir.Value], size_only=()) -> tuple[list[ir.Node], set[str]]:
+def _walk_back(values: list[ir.Value], size_only=(), limit: int | None = None) -> tuple[list[ir.Node], set[str]]:
     """Nodes computing `values` and the graph-input names they read; the walk does not go past
-    nodes whose op type is in `size_only` (ops that read only their input's size)."""
+    nodes whose op type is in `size_only` (ops that read only their input's size), and stops
+    once it has more than `limit` nodes (when given)."""
     seen: set[int] = set()
     nodes: list[ir.Node] = []
     inputs: set[str] = set()
@@ -105,6 +106,8 @@ def _walk_back(values: list[ir.Value], size_only=()) -> tuple[list[ir.Node], set
             continue
         seen.add(id(node))
         nodes.append(node)
+        if limit is not None and len(nodes) > limit:
+            break
         if node.op_type in size_only and node.domain in ("", "ai.onnx"):
             continue
         stack.extend(node.inputs)
@@ -116,9 +119,10 @@ def backward_slice(values: list[ir.Value]) -> tuple[list[ir.Node], set[str]]:
     return _walk_back(values)
 
 
-def size_slice(value: ir.Value) -> tuple[list[ir.Node], set[str]]:
-    """Nodes computing `value`, not past Shape/Size, and the graph inputs whose values it reads."""
-    return _walk_back([value], size_only=("Shape", "Size"))
+def size_slice(value: ir.Value, limit: int | None = None) -> tuple[list[ir.Node], set[str]]:
+    """Nodes computing `value`, not past Shape/Size, and the graph inputs whose values it reads
+    (the walk stops past `limit` nodes)."""
+    return _walk_back([value], size_only=("Shape", "Size"), limit=limit)
 
 
 def value_inputs(value: ir.Value) -> set[str]:
