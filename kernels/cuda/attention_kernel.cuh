@@ -155,21 +155,27 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   // key_padding_mask of the key tile in flight (1: visible, in range), staged once per tile so that
   // the masking and the V loads read shared memory instead of the mask tensor.
   __shared__ uint8_t key_ok[kBlockN];
-  static_assert(kBlockN <= kNThreads);
 
   const int tid = threadIdx.x;
   // Heaviest query tiles (the last ones under causal masks) start first.
   const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y, b = blockIdx.z, kvh = h / p.kv_group;
+  const int h = blockIdx.y, kvh = h / p.kv_group;
+  const int b = blockIdx.z / p.num_splits, split = blockIdx.z % p.num_splits;
   const int row0 = m_block * kBlockM;
   const int rows_here = min(kBlockM, p.seq_q - row0);
-  const int shift = p.seq_total - p.seq_q;  // i' = i + shift
+  // Position i' of query row r (packed GQA rows share one token).
+  auto row_pos = [&](int r) { return (p.rows_per_token == 1 ? r : r / p.rows_per_token) + p.query_shift; };
+  const int pos_first = row_pos(row0), pos_last = row_pos(row0 + rows_here - 1);
   const bool has_left = p.window_left >= 0, has_right = p.window_right >= 0;
 
-  // Keys any row of this block may see (inclusive).
+  // Keys any row of this block may see (inclusive), within this block's split.
   int key_lo = 0, key_hi = p.seq_total - 1;
-  if (has_left) key_lo = max(key_lo, row0 + shift - p.window_left);
-  if (has_right) key_hi = min(key_hi, row0 + rows_here - 1 + shift + p.window_right);
+  if (has_left) key_lo = max(key_lo, pos_first - p.window_left);
+  if (has_right) key_hi = min(key_hi, pos_last + p.window_right);
+  if (p.num_splits > 1) {
+    key_lo = max(key_lo, split * p.split_tiles * kBlockN);
+    key_hi = min(key_hi, (split + 1) * p.split_tiles * kBlockN - 1);
+  }
 
   // key_padding_mask: visible range and count inside [key_lo, key_hi].
   int vis_first = key_lo, vis_last = key_hi;
@@ -219,7 +225,35 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     }
   };
 
+  // Split-KV: this block's share of the output, normalised, with each row's log2-sum-exp
+  // (-inf and zeros for rows that saw no key).
+  typename Tr::TiledMma mma;
+  auto thr_mma = mma.get_thread_slice(tid);
+  auto store_partial = [&](auto const& acc_rc, auto const& lse_of_row) {
+    Tensor cO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor cO_rc = make_tensor(cO.data(), Frag::acc_rowcol(cO.layout()));
+    const int64_t row_base = ((int64_t(split) * p.batch + b) * p.heads + h) * p.seq_q + row0;
+    CUTE_UNROLL
+    for (int mi = 0; mi < size<0>(cO_rc); ++mi) {
+      const int r = get<0>(cO_rc(mi, 0));
+      if (r >= rows_here) continue;
+      float* dst = p.o_partial + (row_base + r) * p.head_dim;
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(cO_rc); c += 2) {  // columns come in adjacent pairs
+        const int col = get<1>(cO_rc(mi, c));
+        if (col < p.head_dim) *reinterpret_cast<float2*>(dst + col) = make_float2(acc_rc(mi, c), acc_rc(mi, c + 1));
+      }
+      if (get<1>(cO_rc(mi, 0)) == 0) p.lse_partial[row_base + r] = lse_of_row(mi);
+    }
+  };
+
   if (key_lo > key_hi) {  // no row of this block sees any key: zeros
+    if (p.num_splits > 1) {
+      Tensor acc = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+      clear(acc);
+      store_partial(make_tensor(acc.data(), Frag::acc_rowcol(acc.layout())), [](int) { return -INFINITY; });
+      return;
+    }
     Tensor zeros = make_tensor<T>(shape(tOgO));
     clear(zeros);
     store_out(zeros);
@@ -262,8 +296,6 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   Tensor stage_kv = make_tensor<T>(shape(tKsK));
 
   // MMA partitions and shared -> register copies.
-  typename Tr::TiledMma mma;
-  auto thr_mma = mma.get_thread_slice(tid);
   Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
   Tensor tSrK = thr_mma.partition_fragment_B(sK);
   Tensor tOrVt = thr_mma.partition_fragment_B(sVt);
@@ -294,16 +326,17 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
 
   // Writes key_ok for tile t; a __syncthreads() must pass before it is read.
   auto stage_key_mask = [&](int t) {
-    if (has_mask && tid < kBlockN) {
-      const int j = t * kBlockN + tid;
-      key_ok[tid] = j < p.seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
+    if (!has_mask) return;
+    for (int i = tid; i < kBlockN; i += kNThreads) {
+      const int j = t * kBlockN + i;
+      key_ok[i] = j < p.seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
     }
   };
   // Tiles whose keys are not all visible to every row of the block need per-element masks.
   auto needs_mask = [&](int n) {
     const int lo = n * kBlockN, hi = lo + kBlockN - 1;
-    return hi >= p.seq_total || (has_right && hi > row0 + shift + p.window_right) ||
-           (has_left && lo < row0 + rows_here - 1 + shift - p.window_left) ||
+    return hi >= p.seq_total || (has_right && hi > pos_first + p.window_right) ||
+           (has_left && lo < pos_last - p.window_left) ||
            (has_mask && (mask_general || lo < vis_first || hi > vis_last));
   };
   // Tiles holding keys that the key_padding_mask hides: those V rows are zero-filled so that
@@ -324,7 +357,9 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   stage_key_mask(n);
 
   const bool plain_scores = !kFull || (p.bias == nullptr && !(p.softcap > 0.f));
-  const T* bias = static_cast<const T*>(p.bias) + b * p.bias_b + h * p.bias_h;
+  const int64_t bias_at = b * p.bias_b + h * p.bias_h;
+  const T* bias = static_cast<const T*>(p.bias) + bias_at;
+  const float* bias_f = static_cast<const float*>(p.bias) + bias_at;
   constexpr float kLog2e = 1.4426950408889634f;
   const float exp_scale = kFull ? 1.f : p.scale_log2;
 
@@ -365,8 +400,10 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
           float x = s(mi, ni) * p.scale;
           if (p.softcap > 0.f) x = p.softcap * detail::tanh_fast(x / p.softcap);
           const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
-          if (p.bias != nullptr && qi < p.seq_q && kj < p.seq_total)
-            x += static_cast<float>(bias[qi * p.bias_r + kj * p.bias_c]);
+          if (p.bias != nullptr && qi < p.seq_q && kj < p.seq_total) {
+            const int64_t at = qi * p.bias_r + kj * p.bias_c;
+            x += p.bias_f32 ? bias_f[at] : static_cast<float>(bias[at]);
+          }
           s(mi, ni) = x * kLog2e;
         }
       }
@@ -379,7 +416,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
         const bool col_ok = kj < p.seq_total && (!has_mask || key_ok[kj - n * kBlockN] != 0);
         CUTE_UNROLL
         for (int mi = 0; mi < kRows; ++mi) {
-          const int qi = row0 + get<0>(tScS_rc(mi, 0)) + shift;
+          const int qi = row_pos(row0 + get<0>(tScS_rc(mi, 0)));
           const bool ok = col_ok && (!has_right || kj <= qi + p.window_right) && (!has_left || kj >= qi - p.window_left);
           if (!ok) s(mi, ni) = -INFINITY;
         }
@@ -448,12 +485,18 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
 
   // Epilogue: divide by the row sums (rows that saw no key: exactly zero), via shared memory
   // (the Q buffer) to full-width global stores.
+  float lse[kRows];
   CUTE_UNROLL
   for (int mi = 0; mi < kRows; ++mi) {
     const float l = Frag::row_allreduce(row_sum[mi], detail::SumOp{});
     const float inv = 1.f / l;
+    lse[mi] = l == 0.f ? -INFINITY : row_max[mi] * exp_scale + __log2f(l);
     CUTE_UNROLL
     for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) = l == 0.f ? 0.f : acc_o_rc(mi, c) * inv;
+  }
+  if (p.num_splits > 1) {
+    store_partial(acc_o_rc, [&](int mi) { return lse[mi]; });
+    return;
   }
   Tensor rO = detail::to_element<T>(acc_o);
   Tensor sO = make_tensor(sQ.data(), typename Tr::SmemLayoutO{});

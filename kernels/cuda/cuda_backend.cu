@@ -237,6 +237,22 @@ struct DeviceScope {
   }
 };
 
+// One query token with GQA: the group's heads become the rows of one tile (row r is head
+// kvh * g + r), so the group's keys and values are read once, not g times. Only strides change.
+void pack_gqa_rows(FwdParams& f) {
+  const int g = f.kv_group;
+  f.q_st.row = f.q_st.head;
+  f.q_st.head *= g;
+  f.o_st.row = f.o_st.head;
+  f.o_st.head *= g;
+  f.bias_r = f.bias_h;
+  f.bias_h *= g;
+  f.heads /= g;
+  f.kv_group = 1;
+  f.seq_q = g;
+  f.rows_per_token = g;  // every row is token 0, at position S_total - 1
+}
+
 void run(const AttentionParams& p, const LaunchContext& ctx) {
   const DeviceInfo& dev = device_info(p.device.ordinal);
   if (!dev.error.empty()) throw std::runtime_error("fastattn CUDA: " + dev.error);
@@ -280,6 +296,9 @@ void run(const AttentionParams& p, const LaunchContext& ctx) {
   f.seq_past = static_cast<int>(p.seq_past);
   f.seq_total = static_cast<int>(p.seq_total());
   f.head_dim = static_cast<int>(p.head_dim);
+  f.query_shift = f.seq_total - f.seq_q;
+  f.decode = p.seq_q <= 16;
+  f.sms = dev.sms;
   // Extents beyond the sequence are the same as none.
   auto extent = [&](int64_t w) { return w < 0 || w >= kMaxSeq ? -1 : static_cast<int>(w); };
   f.window_left = extent(p.window_left);
@@ -292,6 +311,8 @@ void run(const AttentionParams& p, const LaunchContext& ctx) {
   f.bias_h = p.bias_head_stride;
   f.bias_r = p.bias_row_stride;
   f.bias_c = p.bias_col_stride;
+  f.bias_f32 = p.bias && p.bias_dtype == ElemType::kFloat32;
+  if (f.seq_q == 1 && f.kv_group > 1) pack_gqa_rows(f);
   if (p.key_padding_mask) {
     f.mask = p.key_padding_mask;
     f.mask_bytes = p.mask_type == MaskType::kInt64 ? 8 : p.mask_type == MaskType::kInt32 ? 4 : 1;

@@ -22,6 +22,11 @@ struct FwdParams {
 
   int batch = 0, heads = 0, kv_group = 1;  // kv head = head / kv_group
   int seq_q = 0, seq_kv = 0, seq_past = 0, seq_total = 0;
+  // Query row r is at position r / rows_per_token + query_shift. rows_per_token is 1, except when
+  // the heads of a GQA group are packed as the rows of one tile (S_q == 1: every row is the same
+  // token, and the group's K/V tiles are read once instead of once per head).
+  int rows_per_token = 1;
+  int query_shift = 0;  // S_total - S_q of the node
   int head_dim = 0;                        // <= the kernel's padded head size, multiple of 8
   int window_left = -1, window_right = -1; // -1: unbounded; causal is window_right == 0
 
@@ -29,14 +34,28 @@ struct FwdParams {
   float scale_log2 = 0.f;  // scale * log2(e)
   float softcap = 0.f;     // <= 0: none
 
-  // Additive bias [B, H, S_q, S_total] in the element type; broadcast axes have stride 0.
+  // Additive bias [B, H, S_q, S_total] in the element type, or float32 when bias_f32 (float32
+  // nodes run through the 16-bit kernels; their bias is read as it is); broadcast axes have stride 0.
   const void* bias = nullptr;
+  bool bias_f32 = false;
   int64_t bias_b = 0, bias_h = 0, bias_r = 0, bias_c = 0;
 
   // key_padding_mask [B, S_total]: nonzero = visible. 1: uint8/bool, 4: int32, 8: int64 bytes.
   const void* mask = nullptr;
   int mask_bytes = 0;
   int64_t mask_b = 0;
+
+  // Split-KV (decode, and any call with too few blocks to fill the GPU): blockIdx.z is
+  // batch * num_splits + split; split s covers key tiles [s * split_tiles, (s + 1) * split_tiles)
+  // and writes its normalised output and log2-sum-exp to o_partial [splits, B, heads, seq_q, D]
+  // and lse_partial [splits, B, heads, seq_q] (float32), merged by the combine kernel.
+  int num_splits = 1, split_tiles = 0;
+  float* o_partial = nullptr;
+  float* lse_partial = nullptr;
+
+  // Host-side launch hints (not read by the kernels).
+  bool decode = false;  // S_q <= 16: the small-tile traits
+  int sms = 0;          // multiprocessors of the device
 };
 
 }  // namespace fastattn::cuda

@@ -176,15 +176,23 @@ template <> struct TileConfig<75, 192> { static constexpr int kBlockM = 64,  kBl
 template <> struct TileConfig<75, 224> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
 template <> struct TileConfig<75, 256> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
 
-// Members every mma.sync traits shares, given its atom, copy atoms and loader.
-template <class Element_, int kHeadDim_, int kFamily, class MmaAtom, int kMmaK, class TileK, class SmemCopyAtomA_,
+// Decode (S_q <= 16, or the packed heads of a GQA group): one warp and one 16-row MMA tile per
+// block, so that a query of one token does not pay for 128 rows of tensor-core work; split-KV
+// supplies the blocks that fill the GPU.
+template <int kHeadDim>
+struct DecodeTileConfig {
+  static constexpr int kBlockM = 16, kBlockN = 64, kNWarps = 1;
+};
+
+// Members every mma.sync traits shares, given its atom, copy atoms, loader and tile sizes.
+template <class Element_, int kHeadDim_, class TileSizes, class MmaAtom, int kMmaK, class TileK, class SmemCopyAtomA_,
           class SmemCopyAtomB_, class SmemCopyAtomVt_, class GmemCopyAtom, class Loader_>
 struct MmaSyncTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = TileConfig<kFamily, kHeadDim>::kBlockM;
-  static constexpr int kBlockN = TileConfig<kFamily, kHeadDim>::kBlockN;
-  static constexpr int kNWarps = TileConfig<kFamily, kHeadDim>::kNWarps;
+  static constexpr int kBlockM = TileSizes::kBlockM;
+  static constexpr int kBlockN = TileSizes::kBlockN;
+  static constexpr int kNWarps = TileSizes::kNWarps;
   static constexpr int kNThreads = kNWarps * 32;
   static_assert(kHeadDim % 32 == 0 && kBlockM % (16 * kNWarps) == 0 && kBlockN % 16 == 0);
 
@@ -219,9 +227,9 @@ struct MmaSyncTraits {
 
 // sm_80 and newer (Ampere, Ada, Hopper through mma.sync): m16n8k16 in float16 or bfloat16,
 // ldmatrix, cp.async.
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, class TileSizes = TileConfig<80, kHeadDim>>
 struct Sm80Traits
-    : MmaSyncTraits<Element, kHeadDim, 80,
+    : MmaSyncTraits<Element, kHeadDim, TileSizes,
                     std::conditional_t<std::is_same_v<Element, cutlass::half_t>, SM80_16x8x16_F32F16F16F32_TN,
                                        SM80_16x8x16_F32BF16BF16F32_TN>,
                     16, _16, Copy_Atom<SM75_U32x4_LDSM_N, Element>, Copy_Atom<SM75_U32x4_LDSM_N, Element>,
@@ -229,12 +237,14 @@ struct Sm80Traits
   static constexpr int kArchMin = 800, kArchMax = 100000;
   static constexpr const char* kName = "sm80 (mma.sync m16n8k16, ldmatrix, cp.async)";
 };
+template <class Element, int kHeadDim>
+using Sm80DecodeTraits = Sm80Traits<Element, kHeadDim, DecodeTileConfig<kHeadDim>>;
 
 // sm_75 (Turing): m16n8k8 in float16 only, ldmatrix (x2: one 16x8 A or two 8x8 B per
 // instruction), no cp.async: loads staged through registers.
 template <class Element, int kHeadDim>
 struct Sm75Traits
-    : MmaSyncTraits<Element, kHeadDim, 75, SM75_16x8x8_F32F16F16F32_TN, 8, _8, Copy_Atom<SM75_U32x2_LDSM_N, Element>,
+    : MmaSyncTraits<Element, kHeadDim, TileConfig<75, kHeadDim>, SM75_16x8x8_F32F16F16F32_TN, 8, _8, Copy_Atom<SM75_U32x2_LDSM_N, Element>,
                     Copy_Atom<SM75_U32x2_LDSM_N, Element>, Copy_Atom<SM75_U16x4_LDSM_T, Element>, UniversalCopy<uint128_t>,
                     RegStagedLoader> {
   static_assert(std::is_same_v<Element, cutlass::half_t>, "sm_75 tensor cores take float16 only");
