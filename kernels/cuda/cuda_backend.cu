@@ -13,6 +13,8 @@
 #include "attention_params.h"
 #include "dispatch.h"
 #include "fwd_launch.h"
+#include "float32_bridge.h"
+#include "kv_copy.h"
 
 namespace fastattn::cuda {
 namespace {
@@ -100,8 +102,6 @@ constexpr int64_t kMaxSeq = int64_t(1) << 30;
 std::string supports(const AttentionParams& p) {
   auto s = [](int64_t v) { return std::to_string(v); };
   if (p.device.kind != DeviceKind::kCuda) return "the CUDA kernel reads CUDA device memory only";
-  if (p.dtype == ElemType::kFloat32)
-    return "the CUDA kernel runs float16 and bfloat16 only in this version (float32 inputs are not supported yet)";
   for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out, &p.present_k, &p.present_v})
     if (v->data && v->dtype != p.dtype)
       return std::string("the CUDA kernel needs every tensor in one element type (") + elem_name(p.dtype) + "), got " +
@@ -128,7 +128,7 @@ std::string supports(const AttentionParams& p) {
   if (p.head_dim > 0) {
     if (p.head_dim % 8 != 0)
       return "the CUDA kernel needs a head size that is a multiple of 8, got " + s(p.head_dim);
-    const Instance* inst = find_instance(p.dtype, p.head_dim);
+    const Instance* inst = find_instance(p.dtype == ElemType::kFloat32 ? ElemType::kFloat16 : p.dtype, p.head_dim);
     if (!inst)
       return "head size " + s(p.head_dim) + " is above the largest compiled into this build for " +
              elem_name(p.dtype) + " (compiled: " + compiled_head_dims(p.dtype) + "; see FASTATTN_CUDA_HEAD_DIMS)";
@@ -145,79 +145,14 @@ std::string supports(const AttentionParams& p) {
            s(p.seq_total());
   // 16-byte vector loads and stores: every row starts on a 16-byte boundary.
   for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out})
-    if (v->data && (v->batch_stride % 8 || v->head_stride % 8 || v->seq_stride % 8))
+    if (p.dtype != ElemType::kFloat32 && v->data && (v->batch_stride % 8 || v->head_stride % 8 || v->seq_stride % 8))
       return "the CUDA kernel needs batch, head and row strides that are multiples of 8 elements (16 bytes)";
   return "";
-}
-
-// ---- present = concat(past, new), one row of head_dim elements at a time ----
-struct ConcatParams {
-  const void* past;
-  const void* fresh;
-  void* present;
-  SliceStrides past_st, new_st, present_st;
-  int heads, seq_past, seq_total, head_dim;
-  int64_t total;  // chunks: batch * heads * seq_total * (head_dim / per_chunk)
-};
-
-template <class Chunk>
-__global__ void concat_kv_kernel(const __grid_constant__ ConcatParams a) {
-  constexpr int kPer = sizeof(Chunk) / 2;  // elements per chunk
-  const int chunks = a.head_dim / kPer;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int c = int(i % chunks);
-    int64_t r = i / chunks;
-    const int j = int(r % a.seq_total);
-    r /= a.seq_total;
-    const int h = int(r % a.heads);
-    const int64_t b = r / a.heads;
-    const uint16_t* src = j < a.seq_past
-        ? static_cast<const uint16_t*>(a.past) + b * a.past_st.batch + h * a.past_st.head + j * a.past_st.row
-        : static_cast<const uint16_t*>(a.fresh) + b * a.new_st.batch + h * a.new_st.head +
-              (j - a.seq_past) * a.new_st.row;
-    uint16_t* dst = static_cast<uint16_t*>(a.present) + b * a.present_st.batch + h * a.present_st.head +
-                    j * a.present_st.row;
-    reinterpret_cast<Chunk*>(dst)[c] = reinterpret_cast<const Chunk*>(src)[c];
-  }
 }
 
 SliceStrides strides_of(const TensorView& v) { return {v.batch_stride, v.head_stride, v.seq_stride}; }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
-bool rows_aligned16(const TensorView& v) {
-  return !v.data || (aligned16(v.data) && v.batch_stride % 8 == 0 && v.head_stride % 8 == 0 && v.seq_stride % 8 == 0);
-}
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw std::runtime_error(std::string("fastattn CUDA: ") + what + ": " + cudaGetErrorString(e));
-}
-
-void write_present(const AttentionParams& p, const TensorView& past, const TensorView& fresh,
-                   const TensorView& present, int sms, cudaStream_t stream) {
-  ConcatParams a;
-  a.past = past.data;
-  a.fresh = fresh.data;
-  a.present = present.data;
-  a.past_st = strides_of(past);
-  a.new_st = strides_of(fresh);
-  a.present_st = strides_of(present);
-  a.heads = static_cast<int>(p.kv_num_heads);
-  a.seq_past = static_cast<int>(p.seq_past);
-  a.seq_total = static_cast<int>(p.seq_total());
-  a.head_dim = static_cast<int>(p.head_dim);
-  const bool vec = rows_aligned16(past) && rows_aligned16(fresh) && rows_aligned16(present) && p.head_dim % 8 == 0;
-  const int64_t per = vec ? 8 : 1;
-  a.total = p.batch * p.kv_num_heads * p.seq_total() * (p.head_dim / per);
-  if (a.total == 0) return;
-  const int threads = 256;
-  const int64_t want = (a.total + threads - 1) / threads;
-  const int blocks = static_cast<int>(want < int64_t(sms) * 8 ? want : int64_t(sms) * 8);
-  if (vec) concat_kv_kernel<uint4><<<blocks, threads, 0, stream>>>(a);
-  else concat_kv_kernel<uint16_t><<<blocks, threads, 0, stream>>>(a);
-  check_launch("present_key/present_value copy launch failed");
-}
-
 // Makes `ordinal` current for the scope (the caller's thread may have another).
 struct DeviceScope {
   int previous = -1;
@@ -256,13 +191,17 @@ void pack_gqa_rows(FwdParams& f) {
 void run(const AttentionParams& p, const LaunchContext& ctx) {
   const DeviceInfo& dev = device_info(p.device.ordinal);
   if (!dev.error.empty()) throw std::runtime_error("fastattn CUDA: " + dev.error);
-  const Instance* inst = find_instance(p.dtype, p.head_dim);
+  const Instance* inst = find_instance(p.dtype == ElemType::kFloat32 ? ElemType::kFloat16 : p.dtype, p.head_dim);
   if (!inst) throw std::runtime_error("fastattn CUDA: no kernel compiled for this head size");
   for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out})
-    if (v->data && !aligned16(v->data))
+    if (p.dtype != ElemType::kFloat32 && v->data && !aligned16(v->data))
       throw std::runtime_error("fastattn CUDA: query, key, value, past and output must start at 16-byte aligned addresses");
   DeviceScope scope(p.device.ordinal);
   cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
+  if (p.dtype == ElemType::kFloat32) {
+    run_float32(p, ctx, dev.sms, [&](const AttentionParams& h) { run(h, ctx); });
+    return;
+  }
 
   // present = concat(past, new): written beside the attention, which reads past and new itself.
   if (p.present_k.data) write_present(p, p.past_k, p.k, p.present_k, dev.sms, stream);

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference import attention_reference  # noqa: E402
 from test_kernel_numerics import EDGE_CASES, PAIRWISE, case_id, make_case, to_f64  # noqa: E402
 
@@ -26,9 +27,12 @@ pytestmark = [pytest.mark.gpu,
                                  reason="the CUDA kernel is not compiled into this build")]
 
 # Tensor cores take fp16/bf16 operands with float32 accumulation; the probabilities are rounded
-# to the input type before P @ V, so the error is that rounding, not the CPU kernel's.
-TOL = {"float16": 4e-3, "bfloat16": 2.5e-2}
-HALF_ULP_REL = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
+# to the input type before P @ V, so the error is that rounding, not the CPU kernel's. float32 runs
+# through the float16 kernels (inputs rescaled by exact powers of two, then rounded to float16)
+# against the reference of the exact float32 inputs: float16's error plus that input rounding
+# (up to 1.8e-3 on this grid's float32 cases, measured in float64).
+TOL = {"float16": 4e-3, "bfloat16": 2.5e-2, "float32": 5e-3}
+HALF_ULP_REL = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-11}
 
 
 def _to_torch(x, dtype: str):
@@ -43,8 +47,6 @@ def _to_torch(x, dtype: str):
 
 @pytest.mark.parametrize("case", PAIRWISE + EDGE_CASES, ids=case_id)
 def test_cuda_matches_reference(case):
-    if case["dtype"] == "float32":
-        pytest.skip("float32 on the GPU: the CUDA backend's float32 path is checked separately")
     rng = np.random.default_rng(20261202)
     q, k, v, kw = make_case(case, rng)
     dt = case["dtype"]
@@ -86,3 +88,43 @@ def test_runs_on_the_current_stream_and_orders_with_torch():
     ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
     assert torch.isfinite(total)
     assert (out.float() - ref).abs().max().item() < 4e-3
+
+
+# float32 beyond float16's range: the backend rescales Q by 2^-a, K by 2^a (and V by 2^-c, the
+# output by 2^c) before rounding to float16, so none of these overflow (65504) or sink into
+# float16's subnormals (below 6.1e-5). Compared in units of V's scale with float16's scheme.
+LARGE = {
+    # Q, K ~ 3000 (scores kept O(1) with scale=), V ~ 1e5: V alone overflows float16.
+    "qk3000-v1e5-scaled": dict(q=3e3, k=3e3, v=1e5, scale=1.0 / (3e3 * 3e3 * np.sqrt(128)), past=0),
+    # Q ~ 1e5 overflows float16, K ~ 1e-5 is subnormal there; their product is O(1). Past keys
+    # carry the same scale (the rescaling must cover past and new keys alike).
+    "q1e5-k1e-5-v1e5-past": dict(q=1e5, k=1e-5, v=1e5, scale=None, past=300),
+    # Everything tiny: V ~ 1e-6 is below float16's smallest normal.
+    "qk2e-3-v1e-6-scaled": dict(q=2e-3, k=2e-3, v=1e-6, scale=1.0 / (2e-3 * 2e-3 * np.sqrt(128)), past=0),
+}
+
+
+@pytest.mark.parametrize("name", list(LARGE))
+def test_float32_large_and_small_magnitudes(name):
+    from cuda_helpers import randn, reference_rows, assert_close, poisoned, to_cuda, to_host
+
+    c = LARGE[name]
+    b, n, kvh, s, d = 2, 8, 2, 256, 128
+    rng = np.random.default_rng(20261203)
+    q = randn(rng, (b, n, s, d), "float32", c["q"])
+    k = randn(rng, (b, kvh, s, d), "float32", c["k"])
+    v = randn(rng, (b, kvh, s, d), "float32", c["v"])
+    kw = dict(causal=True, scale=c["scale"])
+    pk = pv = None
+    if c["past"]:
+        pk = randn(rng, (b, kvh, c["past"], d), "float32", c["k"])
+        pv = randn(rng, (b, kvh, c["past"], d), "float32", c["v"])
+    kk = k if pk is None else np.concatenate([pk, k], axis=2)
+    vv = v if pv is None else np.concatenate([pv, v], axis=2)
+    want = reference_rows(q, kk, vv, **kw)
+    out = poisoned(want.shape, "float32")
+    extra = {} if pk is None else dict(past_key=to_cuda(pk, "float32"), past_value=to_cuda(pv, "float32"))
+    fastattn_onnx.attention(to_cuda(q, "float32"), to_cuda(k, "float32"), to_cuda(v, "float32"), **kw, **extra,
+                            out=out)
+    torch.cuda.synchronize()
+    assert_close(to_host(out), want, "float32", unit=c["v"])

@@ -196,3 +196,63 @@ def test_onnx_attention_with_a_bool_mask_runs_on_the_gpu():
     got = _session(model).run(None, feeds)[0]
     assert max_err(got, want) <= TOL
     assert _placement(model, feeds) == {"attention_0": EP}
+
+
+# float32 nodes on the GPU: run through the float16 kernels (exact power-of-two rescaling), so
+# they are held to float16's error, plus the rounding of the float32 inputs to float16, against
+# the float64 reference of the exact float32 inputs.
+F32_TOL, F32_REL = 5e-3, 2.0**-11
+
+
+def _assert_fp16_close(got, want, what="output"):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape and np.isfinite(got).all(), what
+    err = np.abs(got - want)
+    assert (err <= F32_TOL + F32_REL * np.abs(want)).all(), f"{what}: max abs error {err.max():.3g}"
+
+
+def test_float32_model_runs_on_the_gpu():
+    model = build_model(layout="3d", batch=B, seq_q=S, seq_kv=S, num_heads=H, kv_num_heads=KVH, head_dim=D,
+                        dtype="float32", causal=1)
+    rng = np.random.default_rng(8)
+    feeds = {n: rng.standard_normal(s).astype(np.float32)
+             for n, s in {"query": (B, S, H * D), "key": (B, S, KVH * D), "value": (B, S, KVH * D)}.items()}
+    out = _session(model).run(None, feeds)[0]
+    assert out.dtype == np.float32
+    _assert_fp16_close(out, _reference(feeds))
+    # FastAttentionEP's GPU device claims it (a float32 node it declined would run on the CPU EP).
+    assert _placement(model, feeds) == {"fast_attention_0": EP}
+
+
+@pytest.mark.parametrize("mask", [None, "int64"])
+def test_float32_decode_step_with_past_through_io_binding(mask):
+    """One decode step: S_q = 1 over a past of 4096, GQA 32/8, D = 128, inputs and outputs (output,
+    presents) bound on the GPU; with `mask`, left padding that differs per batch."""
+    b, n, kvh, past, d = 2, 32, 8, 4096, 128
+    model = build_model(layout="4d", batch=b, seq_q=1, seq_kv=1, seq_past=past, num_heads=n, kv_num_heads=kvh,
+                        head_dim=d, dtype="float32", causal=1, present=True, key_padding_mask=mask)
+    rng = np.random.default_rng(9)
+    shapes = {"query": (b, n, 1, d), "key": (b, kvh, 1, d), "value": (b, kvh, 1, d),
+              "past_key": (b, kvh, past, d), "past_value": (b, kvh, past, d)}
+    feeds = {name: rng.standard_normal(s).astype(np.float32) for name, s in shapes.items()}
+    if mask:
+        m = np.ones((b, past + 1), np.int64)
+        m[1, :1500] = 0  # batch 0 unpadded, batch 1 with 1500 leading keys hidden
+        feeds["key_padding_mask"] = m
+    want = attention_reference(feeds["query"], feeds["key"], feeds["value"], causal=True, past_key=feeds["past_key"],
+                               past_value=feeds["past_value"], key_padding_mask=feeds.get("key_padding_mask"))
+    sess = _session(model)
+    binding = sess.io_binding()
+    values = {name: ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0) for name, x in feeds.items()}
+    for name, value in values.items():
+        binding.bind_ortvalue_input(name, value)
+    for name in ("output", "present_key", "present_value"):
+        binding.bind_output(name, "cuda", 0)
+    for _ in range(2):  # the second run reuses the bound device memory
+        sess.run_with_iobinding(binding)
+        got = binding.get_outputs()
+        assert all(g.device_name() == "cuda" for g in got)
+        _assert_fp16_close(got[0].numpy(), want[0])
+        np.testing.assert_array_equal(got[1].numpy(), want[1], err_msg="present_key")
+        np.testing.assert_array_equal(got[2].numpy(), want[2], err_msg="present_value")
+    assert _placement(model, feeds) == {"fast_attention_0": EP}

@@ -1,11 +1,15 @@
 // Stand-alone correctness and timing driver of the CUDA backend, without Python or ONNX Runtime:
 // it calls fastattn::attention_forward (dispatch.h) with Device{kCuda, 0} and a stream, exactly
 // as the EP does.
-//   cuda_check [--small] [--traits 75|80] [--dims 64,128]   numerics grid; exit status 1 on failure
+//   cuda_check [--small] [--long] [--traits 75|80] [--dims 64,128]
+//                                                           numerics grid; exit status 1 on failure
+//                                                           (--long adds S = 32768 cases, checked on
+//                                                           64 sampled query rows)
 //   cuda_check bench [--traits 75|80] [--reps 20] [--shape B,H,S,D,causal]... [--fp16]
 //                                                           TFLOP/s of the benchmark shapes
 // Every case draws fresh unit-variance inputs, poisons the outputs with NaN, runs, and compares
-// with a float64 reference on the host computed from the same (rounded) inputs.
+// with a float64 reference on the host computed from the same (rounded) inputs. float32 cases run
+// through the float16 kernels (float32_bridge.cu); their reference uses the exact float32 inputs.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -38,60 +42,87 @@ using namespace fastattn;
 namespace {
 
 // ---- element conversion on the host ----
-uint16_t to_bits(float x, ElemType t) {
-  uint16_t r;
-  if (t == ElemType::kFloat16) {
-    __half h = __float2half_rn(x);
-    std::memcpy(&r, &h, 2);
+void encode(float x, ElemType t, void* dst) {
+  if (t == ElemType::kFloat32) {
+    std::memcpy(dst, &x, 4);
+  } else if (t == ElemType::kFloat16) {
+    const __half h = __float2half_rn(x);
+    std::memcpy(dst, &h, 2);
   } else {
-    __nv_bfloat16 h = __float2bfloat16_rn(x);
-    std::memcpy(&r, &h, 2);
+    const __nv_bfloat16 h = __float2bfloat16_rn(x);
+    std::memcpy(dst, &h, 2);
   }
-  return r;
 }
-float from_bits(uint16_t r, ElemType t) {
+float decode(const void* src, ElemType t) {
+  if (t == ElemType::kFloat32) {
+    float x;
+    std::memcpy(&x, src, 4);
+    return x;
+  }
   if (t == ElemType::kFloat16) {
     __half h;
-    std::memcpy(&h, &r, 2);
+    std::memcpy(&h, src, 2);
     return __half2float(h);
   }
   __nv_bfloat16 h;
-  std::memcpy(&h, &r, 2);
+  std::memcpy(&h, src, 2);
   return __bfloat162float(h);
 }
-uint16_t nan_bits(ElemType t) { return t == ElemType::kFloat16 ? 0x7E00 : 0x7FC0; }
+const char* short_name(ElemType t) {
+  return t == ElemType::kFloat16 ? "fp16" : t == ElemType::kBFloat16 ? "bf16" : "fp32";
+}
 
-// A host tensor of 16-bit elements with its float values (the rounded inputs the reference uses)
-// and a device copy.
+// A host tensor of float16, bfloat16 or float32 elements with its float values (the rounded
+// inputs the reference uses) and a device copy.
 struct Buf {
-  std::vector<uint16_t> bits;
+  ElemType t = ElemType::kFloat16;
+  size_t esz = 2, n = 0;
+  std::vector<uint8_t> raw;  // the elements as stored on the device
   std::vector<float> val;
   void* dev = nullptr;
-  size_t n = 0;
-  void alloc(size_t count) {
+  void alloc(size_t count, ElemType type) {
+    t = type;
+    esz = elem_size(type);
     n = count;
-    bits.assign(n, 0);
+    raw.assign(n * esz, 0);
     val.assign(n, 0.f);
-    if (n) CK(cudaMalloc(&dev, n * 2));
+    if (n) CK(cudaMalloc(&dev, n * esz));
   }
-  void fill_random(std::mt19937& rng, ElemType t) {
-    std::normal_distribution<float> nd;
-    for (size_t i = 0; i < n; ++i) {
-      bits[i] = to_bits(nd(rng), t);
-      val[i] = from_bits(bits[i], t);
-    }
+  void set(size_t i, float x) {
+    encode(x, t, &raw[i * esz]);
+    val[i] = decode(&raw[i * esz], t);
+  }
+  // Normal values times mul; large tensors are drawn in chunks on all host threads (each chunk
+  // seeded from rng, so the draw stays deterministic).
+  void fill_random(std::mt19937& rng, float mul = 1.f) {
+    constexpr size_t kChunk = size_t(1) << 16;
+    const uint32_t seed = rng();
+    const size_t chunks = (n + kChunk - 1) / kChunk;
+    std::atomic<size_t> next{0};
+    auto work = [&]() {
+      for (size_t ch; (ch = next.fetch_add(1)) < chunks;) {
+        std::mt19937 r(seed + uint32_t(ch) * 0x9E3779B9u);
+        std::normal_distribution<float> nd;
+        for (size_t i = ch * kChunk; i < std::min(n, (ch + 1) * kChunk); ++i) set(i, nd(r) * mul);
+      }
+    };
+    const size_t nt = std::min<size_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
+    if (nt <= 1) return work();
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < nt; ++t) threads.emplace_back(work);
+    for (auto& t : threads) t.join();
   }
   void upload() {
-    if (n) CK(cudaMemcpy(dev, bits.data(), n * 2, cudaMemcpyHostToDevice));
+    if (n) CK(cudaMemcpy(dev, raw.data(), n * esz, cudaMemcpyHostToDevice));
   }
-  void poison(ElemType t) {
-    std::fill(bits.begin(), bits.end(), nan_bits(t));
+  void poison() {
+    for (size_t i = 0; i < n; ++i) set(i, NAN);
     upload();
   }
-  void download(ElemType t) {
+  void download() {
     if (!n) return;
-    CK(cudaMemcpy(bits.data(), dev, n * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; ++i) val[i] = from_bits(bits[i], t);
+    CK(cudaMemcpy(raw.data(), dev, n * esz, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; ++i) val[i] = decode(&raw[i * esz], t);
   }
   ~Buf() {
     if (dev) cudaFree(dev);
@@ -106,7 +137,8 @@ struct Case {
   int b, h, kvh, sq, skv, past, d, dv;
   bool causal;
   int window;      // window_size attribute: -1 none
-  int mask_kind;   // 0 none; 1 batch 0 right-padded, batch 1 left-padded; 2 batch 0 fully masked, batch 1 random
+  int mask_kind;   // 0 none; 1 batch 0 right-padded, batch 1 left-padded; 2 batch 0 fully masked, batch 1 random;
+                   // 3 every batch left-padded (decode: batch b loses (10 + 27 b) % 60 percent of the keys)
   MaskType mask_type;
   int bias_kind;   // 0 none; 1 [S_q, S_total] broadcast (with -inf entries); 2 [B, H, S_q, S_total]
   float softcap;
@@ -114,16 +146,21 @@ struct Case {
   bool present;
   bool expect_decline = false;
   bool nan_hidden = false;  // NaN in the keys and values the key_padding_mask hides (must not leak)
+  // Magnitudes (float32 cases): Q, K (past too) and V drawn times these; the scale is divided by
+  // qmul * kmul so the scores stay unit-sized, and errors are compared relative to vmul.
+  float qmul = 1.f, kmul = 1.f, vmul = 1.f;
 };
 
 std::string describe(const Case& c) {
-  char s[400];
-  std::snprintf(s, sizeof s, "%-5s D=%-3d B=%d H=%d/%d Sq=%-4d Skv=%-4d past=%-4d causal=%d win=%-3d mask=%d%s bias=%d cap=%g %s%s%s",
-                c.dt == ElemType::kFloat16 ? "fp16" : c.dt == ElemType::kBFloat16 ? "bf16" : "fp32", c.d, c.b, c.h,
+  char s[480], mag[96] = "";
+  if (c.qmul != 1.f || c.kmul != 1.f || c.vmul != 1.f)
+    std::snprintf(mag, sizeof mag, " |q|x%g |k|x%g |v|x%g", c.qmul, c.kmul, c.vmul);
+  std::snprintf(s, sizeof s, "%-5s D=%-3d B=%d H=%d/%d Sq=%-4d Skv=%-4d past=%-4d causal=%d win=%-3d mask=%d%s bias=%d cap=%g %s%s%s%s",
+                short_name(c.dt), c.d, c.b, c.h,
                 c.kvh, c.sq, c.skv, c.past, c.causal, c.window, c.mask_kind,
                 c.mask_kind ? (c.mask_type == MaskType::kBool ? "b" : c.mask_type == MaskType::kInt32 ? "i32" : "i64") : "",
                 c.bias_kind, c.softcap, c.layout == k4D ? "4D" : c.layout == k3D ? "3D" : "packed",
-                c.present ? " present" : "", c.nan_hidden ? " nan-in-hidden-kv" : "");
+                c.present ? " present" : "", c.nan_hidden ? " nan-in-hidden-kv" : "", mag);
   return c.name + " " + s;
 }
 
@@ -161,7 +198,7 @@ TensorView view(void* data, ElemType t, Layout l, int heads, int seq, int d, int
 }
 
 float at(const Buf& buf, const TensorView& v, const void* base, int b, int h, int s, int d) {
-  const int64_t off = (static_cast<const char*>(v.data) - static_cast<const char*>(base)) / 2;
+  const int64_t off = (static_cast<const char*>(v.data) - static_cast<const char*>(base)) / int64_t(buf.esz);
   return buf.val[off + b * v.batch_stride + h * v.head_stride + s * v.seq_stride + d];
 }
 
@@ -183,45 +220,47 @@ void setup(Problem& P, std::mt19937& rng) {
   p.head_dim_v = c.dv;
   if (c.layout == kPacked) {
     const int64_t row = int64_t(c.h + 2 * c.kvh) * c.d;  // (dv == d for packed cases)
-    P.qkv.alloc(size_t(c.b) * c.sq * row);
-    P.qkv.fill_random(rng, t);
+    P.qkv.alloc(size_t(c.b) * c.sq * row, t);
+    P.qkv.fill_random(rng);
     P.qkv.upload();
     char* base = static_cast<char*>(P.qkv.dev);
     p.q = view(base, t, kPacked, c.h, c.sq, c.d, row);
-    p.k = view(base + size_t(c.h) * c.d * 2, t, kPacked, c.kvh, c.skv, c.d, row);
-    p.v = view(base + size_t(c.h + c.kvh) * c.d * 2, t, kPacked, c.kvh, c.skv, c.dv, row);
+    p.k = view(base + size_t(c.h) * c.d * P.qkv.esz, t, kPacked, c.kvh, c.skv, c.d, row);
+    p.v = view(base + size_t(c.h + c.kvh) * c.d * P.qkv.esz, t, kPacked, c.kvh, c.skv, c.dv, row);
   } else {
-    P.q.alloc(size_t(c.b) * c.h * c.sq * c.d);
-    P.k.alloc(size_t(c.b) * c.kvh * c.skv * c.d);
-    P.v.alloc(size_t(c.b) * c.kvh * c.skv * c.dv);
-    for (Buf* x : {&P.q, &P.k, &P.v}) { x->fill_random(rng, t); x->upload(); }
+    P.q.alloc(size_t(c.b) * c.h * c.sq * c.d, t);
+    P.k.alloc(size_t(c.b) * c.kvh * c.skv * c.d, t);
+    P.v.alloc(size_t(c.b) * c.kvh * c.skv * c.dv, t);
+    P.q.fill_random(rng, c.qmul);
+    P.k.fill_random(rng, c.kmul);
+    P.v.fill_random(rng, c.vmul);
+    for (Buf* x : {&P.q, &P.k, &P.v}) x->upload();
     p.q = view(P.q.dev, t, c.layout, c.h, c.sq, c.d);
     p.k = view(P.k.dev, t, c.layout, c.kvh, c.skv, c.d);
     p.v = view(P.v.dev, t, c.layout, c.kvh, c.skv, c.dv);
   }
-  P.out.alloc(size_t(c.b) * c.h * c.sq * c.dv);
+  P.out.alloc(size_t(c.b) * c.h * c.sq * c.dv, t);
   p.out = view(P.out.dev, t, c.layout == kPacked ? k3D : c.layout, c.h, c.sq, c.dv);
   if (c.past) {
-    P.pk.alloc(size_t(c.b) * c.kvh * c.past * c.d);
-    P.pv.alloc(size_t(c.b) * c.kvh * c.past * c.dv);
-    for (Buf* x : {&P.pk, &P.pv}) { x->fill_random(rng, t); x->upload(); }
+    P.pk.alloc(size_t(c.b) * c.kvh * c.past * c.d, t);
+    P.pv.alloc(size_t(c.b) * c.kvh * c.past * c.dv, t);
+    P.pk.fill_random(rng, c.kmul);
+    P.pv.fill_random(rng, c.vmul);
+    for (Buf* x : {&P.pk, &P.pv}) x->upload();
     p.past_k = view(P.pk.dev, t, k4D, c.kvh, c.past, c.d);
     p.past_v = view(P.pv.dev, t, k4D, c.kvh, c.past, c.dv);
   }
   if (c.present) {
-    P.prk.alloc(size_t(c.b) * c.kvh * st * c.d);
-    P.prv.alloc(size_t(c.b) * c.kvh * st * c.dv);
+    P.prk.alloc(size_t(c.b) * c.kvh * st * c.d, t);
+    P.prv.alloc(size_t(c.b) * c.kvh * st * c.dv, t);
     p.present_k = view(P.prk.dev, t, k4D, c.kvh, st, c.d);
     p.present_v = view(P.prv.dev, t, k4D, c.kvh, st, c.dv);
   }
   if (c.bias_kind) {
     const size_t n = c.bias_kind == 1 ? size_t(c.sq) * st : size_t(c.b) * c.h * c.sq * st;
-    P.bias.alloc(n);
-    P.bias.fill_random(rng, t);
-    for (size_t i = 0; i < n; i += 7) {  // some keys lowered to -inf: not hidden, just weight 0
-      P.bias.bits[i] = to_bits(-INFINITY, t);
-      P.bias.val[i] = -INFINITY;
-    }
+    P.bias.alloc(n, t);
+    P.bias.fill_random(rng);
+    for (size_t i = 0; i < n; i += 7) P.bias.set(i, -INFINITY);  // some keys lowered to -inf: not hidden, just weight 0
     P.bias.upload();
     p.bias = P.bias.dev;
     p.bias_dtype = t;
@@ -239,6 +278,8 @@ void setup(Problem& P, std::mt19937& rng) {
       if (c.mask_kind == 1) {
         if (b % 2 == 0) for (int j = st * 7 / 10; j < st; ++j) m[j] = 0;  // right padding
         else for (int j = 0; j < st * 4 / 10; ++j) m[j] = 0;              // left padding
+      } else if (c.mask_kind == 3) {
+        for (int j = 0; j < int(int64_t(st) * ((10 + 27 * b) % 60) / 100); ++j) m[j] = 0;
       } else {
         if (b == 0) for (int j = 0; j < st; ++j) m[j] = 0;                 // fully masked: zeros
         else for (int j = 0; j < st; ++j) m[j] = (rng() % 10) < 7;
@@ -264,21 +305,24 @@ void setup(Problem& P, std::mt19937& rng) {
               for (int d = 0; d < c.d; ++d) {
                 const int64_t ko = b * p.k.batch_stride + hk * p.k.head_stride + (j - c.past) * p.k.seq_stride + d;
                 const int64_t vo = b * p.v.batch_stride + hk * p.v.head_stride + (j - c.past) * p.v.seq_stride + d;
-                P.k.bits[ko] = P.v.bits[vo] = nan_bits(t);
-                P.k.val[ko] = P.v.val[vo] = NAN;
+                P.k.set(ko, NAN);
+                P.v.set(vo, NAN);
               }
       P.k.upload();
       P.v.upload();
     }
   }
-  p.scale = 1.f / std::sqrt(float(c.d));
+  p.scale = float(1.0 / (std::sqrt(double(c.d)) * double(c.qmul) * double(c.kmul)));
   set_window(p, c.causal, c.window);
   p.softcap = c.softcap;
 
-  // Rows checked: all, or for long queries the first and last 48 and 96 spread between.
+  // Rows checked: all, or for long queries the first and last 48 and 96 spread between; for the
+  // --long cases (S_q > 8192, an O(S^2 D) reference) 64 rows: first, last and 62 spread between.
   P.rows.clear();
   if (c.sq <= 1024) {
     for (int i = 0; i < c.sq; ++i) P.rows.push_back(i);
+  } else if (c.sq > 8192) {
+    for (int i = 0; i < 64; ++i) P.rows.push_back(int(int64_t(i) * (c.sq - 1) / 63));
   } else {
     for (int i = 0; i < 48; ++i) P.rows.push_back(i);
     for (int i = 0; i < 96; ++i) P.rows.push_back(48 + int(int64_t(i) * (c.sq - 96) / 96));
@@ -357,8 +401,8 @@ struct Result {
 Result run_and_compare(Problem& P, cudaStream_t stream, double tol) {
   Result r;
   const Case& c = P.c;
-  P.out.poison(c.dt);
-  if (c.present) { P.prk.poison(c.dt); P.prv.poison(c.dt); }
+  P.out.poison();
+  if (c.present) { P.prk.poison(); P.prv.poison(); }
   LaunchContext ctx;
   ctx.device = P.p.device;
   ctx.stream = stream;
@@ -376,7 +420,7 @@ Result run_and_compare(Problem& P, cudaStream_t stream, double tol) {
   r.ran = true;
   CK(cudaStreamSynchronize(stream));
   CK(cudaGetLastError());
-  P.out.download(c.dt);
+  P.out.download();
   const int nr = int(P.rows.size()), st = c.past + c.skv;
   const TensorView& ov = P.p.out;
   for (size_t i = 0; i < P.out.n; ++i) r.unwritten += std::isnan(P.out.val[i]);  // no NaN inputs: NaN = unwritten
@@ -393,9 +437,10 @@ Result run_and_compare(Problem& P, cudaStream_t stream, double tol) {
           den += ref * ref;
         }
   r.rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  r.max_err /= c.vmul;  // relative to the values' magnitude (1 for unit-variance cases)
   if (c.present) {
-    P.prk.download(c.dt);
-    P.prv.download(c.dt);
+    P.prk.download();
+    P.prv.download();
     const Buf& kb = c.layout == kPacked ? P.qkv : P.k;
     const Buf& vb = c.layout == kPacked ? P.qkv : P.v;
     const void* kbase = c.layout == kPacked ? P.qkv.dev : P.k.dev;
@@ -415,15 +460,22 @@ Result run_and_compare(Problem& P, cudaStream_t stream, double tol) {
   return r;
 }
 
-std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75) {
+std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75, bool long_cases) {
   std::vector<Case> out;
   const MaskType B = MaskType::kBool, I32 = MaskType::kInt32, I64 = MaskType::kInt64;
-  for (ElemType t : {ElemType::kFloat16, ElemType::kBFloat16})
+  const ElemType F16 = ElemType::kFloat16, BF16 = ElemType::kBFloat16, F32 = ElemType::kFloat32;
+  for (ElemType t : {F16, BF16, F32})
     for (int d : dims) {
-      if (sm75 && t == ElemType::kBFloat16) continue;  // sm_75 has no bfloat16 tensor cores
+      if (sm75 && t == BF16) continue;  // sm_75 has no bfloat16 tensor cores
       auto add = [&](const char* name, int b, int h, int kvh, int sq, int skv, int past, bool causal, int window,
                      int mask, MaskType mt, int bias, float cap, Layout l, bool present) {
         out.push_back(Case{name, t, b, h, kvh, sq, skv, past, d, d, causal, window, mask, mt, bias, cap, l, present});
+      };
+      // float32 magnitudes beyond float16's range (and below its normals), for the bridge's scaling.
+      auto magnitudes = [&](float qm, float km, float vm) {
+        out.back().qmul = qm;
+        out.back().kmul = km;
+        out.back().vmul = vm;
       };
       if (small) {  // for the sanitizers: every path, few blocks
         add("plain", 1, 2, 2, 129, 129, 0, false, -1, 0, B, 0, 0, k4D, false);
@@ -434,6 +486,11 @@ std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75
         add("mask-nan-hidden", 2, 2, 2, 33, 200, 0, false, -1, 1, I32, 0, 0, k3D, false);
         out.back().nan_hidden = true;
         add("no-visible", 1, 2, 2, 129, 7, 0, true, -1, 0, B, 0, 0, k4D, false);
+        add("decode", 2, 4, 1, 1, 1, 1000, true, -1, 3, B, 0, 0, k4D, true);
+        if (t == F32) {
+          add("f32-big", 1, 2, 2, 64, 64, 5, true, -1, 0, B, 0, 0, k4D, true);
+          magnitudes(3000.f, 3000.f, 1e5f);
+        }
         continue;
       }
       add("basic", 2, 4, 4, 129, 129, 0, false, -1, 0, B, 0, 0, k4D, false);
@@ -460,18 +517,53 @@ std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75
         add("long-causal", 1, 4, 4, 4096, 4096, 0, true, -1, 0, B, 0, 0, k3D, false);
         add("long-mask-mqa", 2, 4, 1, 4096, 4096, 0, false, -1, 1, B, 0, 0, k4D, false);
       }
+      if (t == F32) {
+        // Q, K within float16 but V beyond it (V scaled by 2^-c, the output by 2^c).
+        add("f32-big", 2, 4, 2, 129, 129, 7, true, -1, 0, B, 0, 0, k4D, true);
+        magnitudes(3000.f, 3000.f, 1e5f);
+        // Q beyond float16 (Q * 2^-a, K * 2^a), tiny V (float16 subnormals unless normalised up).
+        add("f32-qhuge-vtiny", 2, 4, 4, 64, 300, 7, false, -1, 1, I64, 2, 0, k3D, true);
+        magnitudes(1e6f, 1e-3f, 1e-6f);
+        // K beyond float16, Q tiny, through past and decode.
+        add("f32-khuge-decode", 2, 8, 2, 3, 3, 4099, true, -1, 3, B, 0, 0, k4D, true);
+        magnitudes(1e-4f, 2e5f, 3e4f);
+      }
+      // Decode shapes (the split-KV path): few query rows, long past, GQA/MQA, causal.
+      const bool dec_present = t != BF16;
+      add("decode-gqa", 2, 8, 2, 1, 1, 1000, true, -1, 0, B, 0, 0, k4D, dec_present);
+      add("decode-gqa", 2, 8, 2, 3, 3, 4099, true, -1, 0, B, 0, 0, k3D, false);
+      add("decode-gqa", 1, 8, 2, 16, 16, 8192, true, -1, 0, B, 0, 0, k4D, dec_present);
+      if (t == F32) continue;
+      add("decode-mqa", 2, 8, 1, 1, 1, 8192, true, -1, 0, B, 0, 0, k4D, false);
+      add("decode-mqa", 2, 8, 1, 16, 16, 1000, true, -1, 0, B, 0, 0, k3D, false);
+      add("decode-window", 1, 8, 2, 3, 3, 8192, true, 512, 0, B, 0, 0, k4D, false);
+      add("decode-window", 2, 8, 1, 16, 16, 4099, true, 100, 0, B, 0, 0, k3D, false);
+      add("decode-mask", 2, 8, 2, 1, 1, 4099, true, -1, 3, I64, 0, 0, k4D, false);
+      add("decode-mask", 2, 8, 1, 16, 16, 8192, true, -1, 3, B, 0, 0, k4D, false);
+      add("decode-bias", 2, 8, 2, 3, 3, 1000, true, -1, 0, B, 2, 0, k4D, false);
+      add("decode-bias-mask", 2, 8, 2, 1, 1, 8192, true, -1, 3, I32, 1, 0, k3D, false);
     }
+  if (long_cases)  // S = 32768 (8192 above D = 128), checked on 64 sampled rows
+    for (int d : dims)
+      for (ElemType t : {F16, BF16, F32}) {
+        if (sm75 && t == BF16) continue;
+        const int s = d <= 128 ? 32768 : 8192;
+        for (bool causal : {true, false}) {
+          if (t != F16 && !causal) continue;
+          out.push_back(Case{"long", t, 1, 2, 2, s, s, 0, d, d, causal, -1, 0, B, 0, 0.f, k4D, false});
+        }
+      }
   // Cases the backend must decline, with its reason printed.
   auto decline = [&](const char* name, ElemType t, int d, int dv) {
     Case c{name, t, 1, 2, 2, 16, 16, 0, d, dv, false, -1, 0, MaskType::kBool, 0, 0.f, k4D, false};
     c.expect_decline = true;
     out.push_back(c);
   };
-  decline("decline-fp32", ElemType::kFloat32, 64, 64);
-  decline("decline-dv", ElemType::kFloat16, 64, 32);
-  decline("decline-d20", ElemType::kFloat16, 20, 20);
-  decline("decline-d512", ElemType::kFloat16, 512, 512);
-  if (sm75) decline("decline-bf16-sm75", ElemType::kBFloat16, 64, 64);
+  decline("decline-dv", F16, 64, 32);
+  decline("decline-dv-fp32", F32, 64, 32);
+  decline("decline-d20", F16, 20, 20);
+  decline("decline-d512", F16, 512, 512);
+  if (sm75) decline("decline-bf16-sm75", BF16, 64, 64);
   return out;
 }
 
@@ -485,42 +577,37 @@ std::vector<int> parse_dims(const char* s) {
   return v;
 }
 
-int check(bool small, const std::vector<int>& dims, const char* traits) {
+int check(bool small, bool long_cases, const std::vector<int>& dims, const char* traits) {
   cudaStream_t stream;
   CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::mt19937 rng(20261202);
   int fails = 0, runs = 0;
-  double worst16 = 0, worst_bf = 0;
-  for (const Case& c : make_cases(dims, small, std::string(traits) == "75")) {
-    // fp32 cases would need float buffers: only the decline is checked, with 16-bit storage.
+  double worst[3] = {0, 0, 0};  // by ElemType: fp32, fp16, bf16
+  for (const Case& c : make_cases(dims, small, std::string(traits) == "75", long_cases)) {
     Problem P;
     P.c = c;
-    const ElemType store = c.dt == ElemType::kFloat32 ? ElemType::kFloat16 : c.dt;
-    P.c.dt = store;
     setup(P, rng);
-    P.p.dtype = c.dt;
-    for (TensorView* v : {&P.p.q, &P.p.k, &P.p.v, &P.p.out}) v->dtype = c.dt;
-    P.c.dt = c.dt;
     if (!c.expect_decline) reference(P);
+    // float32 runs on the float16 kernels: float16's tolerance (on errors relative to |v|).
     const double tol = c.dt == ElemType::kBFloat16 ? 2e-2 : 1e-2;
-    P.c.dt = store;
     Result r = run_and_compare(P, stream, tol);
-    P.c.dt = c.dt;
     ++runs;
     fails += !r.ok;
     if (r.ran) {
-      (c.dt == ElemType::kBFloat16 ? worst_bf : worst16) = std::max(c.dt == ElemType::kBFloat16 ? worst_bf : worst16, r.max_err);
-      std::printf("%s [traits %s] %s: max abs err %.3g (tol %.0e), rel l2 %.2e, unwritten %lld%s%s\n", r.ok ? "ok  " : "FAIL",
-                  traits, describe(c).c_str(), r.max_err, tol, r.rel, (long long)r.unwritten,
-                  c.present ? (r.present_ok ? ", present exact" : ", PRESENT MISMATCH") : "", r.why.empty() ? "" : (" " + r.why).c_str());
+      double& w = worst[static_cast<int>(c.dt)];
+      w = std::max(w, r.max_err);
+      std::printf("%s [traits %s] %s: max abs err %.3g%s (tol %.0e), rel l2 %.2e, unwritten %lld%s%s\n", r.ok ? "ok  " : "FAIL",
+                  traits, describe(c).c_str(), r.max_err, c.vmul != 1.f ? " (relative to |v|)" : "", tol, r.rel,
+                  (long long)r.unwritten, c.present ? (r.present_ok ? ", present exact" : ", PRESENT MISMATCH") : "",
+                  r.why.empty() ? "" : (" " + r.why).c_str());
     } else {
       std::printf("%s [traits %s] %s: declined: %s\n", r.ok ? "ok  " : "FAIL", traits, describe(c).c_str(), r.why.c_str());
     }
     std::fflush(stdout);
   }
   CK(cudaStreamDestroy(stream));
-  std::printf("SUMMARY traits %s: %d cases, %d failure(s); worst max abs error fp16 %.3g, bf16 %.3g\n", traits, runs, fails,
-              worst16, worst_bf);
+  std::printf("SUMMARY traits %s: %d cases, %d failure(s); worst max abs error fp16 %.3g, bf16 %.3g, fp32 %.3g\n", traits,
+              runs, fails, worst[1], worst[2], worst[0]);
   return fails ? 1 : 0;
 }
 
@@ -611,7 +698,7 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool do_bench = false, small = false;
+  bool do_bench = false, small = false, long_cases = false;
   int reps = 20;
   std::vector<int> dims;
   std::vector<Shape> shapes;
@@ -621,6 +708,7 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "bench") do_bench = true;
     else if (a == "--small") small = true;
+    else if (a == "--long") long_cases = true;
     else if (a == "--traits" && i + 1 < argc) traits = argv[++i];
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (a == "--dims" && i + 1 < argc) dims = parse_dims(argv[++i]);
@@ -629,7 +717,7 @@ int main(int argc, char** argv) {
       if (v.size() != 5) { std::fprintf(stderr, "--shape B,H,S,D,causal\n"); return 2; }
       shapes.push_back(Shape{v[0], v[1], v[2], v[3], v[4] != 0});
     } else if (a == "--fp16") types = {ElemType::kFloat16};
-    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--fp16]] [--small] [--traits 75|80] [--reps N] [--dims 64,128]\n"); return 2; }
+    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--fp16]] [--small] [--long] [--traits 75|80] [--reps N] [--dims 64,128]\n"); return 2; }
   }
   setenv("FASTATTN_CUDA_TRAITS", traits, 1);
   if (dims.empty()) dims = {64, 128};
@@ -637,5 +725,5 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device 0: %s (sm_%d%d, %d SMs); backend: %s\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
               backend_for(DeviceKind::kCuda)->describe().c_str());
-  return do_bench ? bench(traits, reps, shapes, types) : check(small, dims, traits);
+  return do_bench ? bench(traits, reps, shapes, types) : check(small, long_cases, dims, traits);
 }
