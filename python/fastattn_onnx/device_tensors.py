@@ -12,6 +12,7 @@ import operator
 from . import _kernels
 
 _INPUTS = ("query", "key", "value", "attn_bias", "key_padding_mask", "past_key", "past_value")
+_OUTPUTS = ("out", "present_key", "present_value")
 _ATTRIBUTES = ("num_heads", "kv_num_heads", "scale", "causal", "window_size", "softcap")
 # __cuda_array_interface__ typestr -> the contract's dtype names (bfloat16 has no typestr).
 _TYPESTR = {"<f4": "float32", "<f2": "float16", "|b1": "bool", "<i4": "int32", "<i8": "int64",
@@ -26,11 +27,21 @@ def is_device_tensor(x) -> bool:
     return x is not None and (_is_torch_cuda(x) or hasattr(x, "__cuda_array_interface__"))
 
 
-def _describe(x, name: str) -> tuple:
+_TORCH_DTYPE_NAMES: dict = {}  # torch.dtype -> the contract's dtype name ("float16", ...)
+
+
+def _describe_torch(x) -> tuple:
+    dtype = _TORCH_DTYPE_NAMES.get(x.dtype)
+    if dtype is None:
+        dtype = _TORCH_DTYPE_NAMES.setdefault(x.dtype, str(x.dtype).replace("torch.", ""))
+    # torch.Size and the strides tuple go to the extension as they are (any sequence of ints).
+    return x.data_ptr(), dtype, x.shape, x.stride()
+
+
+def _describe(x, name: str, is_torch: bool | None = None) -> tuple:
     """(pointer, dtype name, dims, element strides) of a device tensor."""
-    if _is_torch_cuda(x):
-        dtype = str(x.dtype).replace("torch.", "")
-        return x.data_ptr(), dtype, list(x.shape), list(x.stride())
+    if is_torch if is_torch is not None else _is_torch_cuda(x):
+        return _describe_torch(x)
     cai = getattr(x, "__cuda_array_interface__", None)
     if cai is None:
         raise TypeError(f"{name} is on the host while query is on a CUDA device: pass every tensor on "
@@ -59,48 +70,92 @@ def _device_of(x) -> tuple[str, int]:
 def _as_attribute(value, is_float: bool):
     """Python numbers as the attribute types they stand for (NumPy scalars too), as the host
     path reads them; anything else is passed on for the contract's reader to name."""
+    # Fast path: the plain int / float a caller usually passes is already that type.
+    if type(value) is (float if is_float else int):
+        return value
     try:
         return float(value) if is_float and not isinstance(value, str) else operator.index(value)
     except (TypeError, ValueError):
         return value
 
 
+# Output shapes by (attributes, input dtypes and dims): the contract's shape inference is needed
+# here only to allocate outputs; the extension validates every call again before the launch.
+_SHAPES: dict = {}
+_SHAPES_MAX = 256
+
+
+def _output_dims(attributes: dict, described: list) -> list:
+    """The output dims infer_outputs gives for these inputs (its errors raised as they are)."""
+    inputs = [None if d is None else (d[1], d[2]) for d in described]
+    try:
+        key = (tuple(attributes.items()), tuple(map(type, attributes.values())),
+               tuple(None if i is None else (i[0], tuple(i[1])) for i in inputs))
+        dims = _SHAPES.get(key)
+    except TypeError:  # an unhashable attribute value: the reader names it below
+        key = dims = None
+    if dims is None:
+        dims = [None if s is None else s[1] for s in _kernels.infer_outputs(attributes, inputs)]
+        if key is not None:
+            if len(_SHAPES) >= _SHAPES_MAX:
+                _SHAPES.clear()
+            _SHAPES[key] = dims
+    return dims
+
+
+def _current_stream(query, ordinal: int) -> int:
+    """torch's current stream on query's device, as an integer handle."""
+    import torch
+
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:  # the handle itself, without building a torch.cuda.Stream object
+        return raw(ordinal)
+    return torch.cuda.current_stream(query.device).cuda_stream
+
+
 def attention_on_device(query, key, value, *, attn_bias=None, key_padding_mask=None, past_key=None,
                         past_value=None, return_present=False, out=None, present_key=None,
                         present_value=None, stream=None, **attributes):
-    tensors = dict(zip(_INPUTS, (query, key, value, attn_bias, key_padding_mask, past_key, past_value)))
-    kind, ordinal = _device_of(query)
-    for name, t in tensors.items():
-        if t is not None and _is_torch_cuda(t) and (t.device.index or 0) != ordinal:
+    tensors = (query, key, value, attn_bias, key_padding_mask, past_key, past_value)
+    is_torch = [t is not None and _is_torch_cuda(t) for t in tensors]
+    kind = "cuda"
+    # get_device(): the CUDA ordinal as an int, without building a torch.device.
+    ordinal = query.get_device() if is_torch[0] else 0  # no device field in __cuda_array_interface__
+    for name, t, torch_t in zip(_INPUTS, tensors, is_torch):
+        if torch_t and t.get_device() != ordinal:
             raise ValueError(f"{name} is on cuda:{t.device.index}, query on cuda:{ordinal}")
-    described = [None if t is None else _describe(t, name) for name, t in tensors.items()]
-    shapes = _kernels.infer_outputs(attributes, [None if d is None else (d[1], d[2]) for d in described])
+    described = [None if t is None else _describe(t, name, torch_t)
+                 for name, t, torch_t in zip(_INPUTS, tensors, is_torch)]
     return_present = return_present or present_key is not None or present_value is not None
-    given = [out, present_key, present_value]
-    outputs = []
-    for i, (wanted, name) in enumerate(zip(shapes, ("out", "present_key", "present_value"))):
-        if i > 0 and not return_present:
-            outputs.append(None)
-            continue
-        if given[i] is None:
-            if not _is_torch_cuda(query):
+    outputs = [out, present_key, present_value] if return_present else [out, None, None]
+    if outputs[0] is None or (return_present and (present_key is None or present_value is None)):
+        # Something to allocate: its shape (and the input rules, raised here as before) from the
+        # contract. With every output given, the extension's own check is the only one needed.
+        shapes = _output_dims(attributes, described)
+        for i, name in enumerate(_OUTPUTS):
+            if outputs[i] is not None or (i > 0 and not return_present):
+                continue
+            if not is_torch[0]:
                 raise TypeError(f"{name}= is required for __cuda_array_interface__ inputs (only torch "
                                 "tensors can be allocated here)")
-            import torch
-
-            given[i] = torch.empty(wanted[1], dtype=query.dtype, device=query.device)
-        outputs.append(given[i])
+            outputs[i] = query.new_empty(shapes[i])
+        checked = True
+    else:
+        checked = False
     if stream is None:
-        if _is_torch_cuda(query):
-            import torch
-
-            stream = torch.cuda.current_stream(query.device).cuda_stream
-        else:
-            stream = 0
-    _kernels.attention_on_device(attributes, described,
-                                 [None if o is None else _describe(o, n)
-                                  for o, n in zip(outputs, ("out", "present_key", "present_value"))],
-                                 kind, ordinal, int(stream))
+        stream = _current_stream(query, ordinal) if is_torch[0] else 0
+    try:
+        out_described = [None if o is None else _describe(o, n) for o, n in zip(outputs, _OUTPUTS)]
+        _kernels.attention_on_device(attributes, described, out_described, kind, ordinal, int(stream))
+    except (TypeError, ValueError):
+        if checked:
+            raise
+        # The input rules come first, as when they were checked before the outputs were described.
+        try:
+            _kernels.infer_outputs(attributes, [None if d is None else (d[1], d[2]) for d in described])
+        except (TypeError, ValueError) as rule:
+            raise rule from None
+        raise
     return tuple(outputs) if return_present else outputs[0]
 
 

@@ -1,16 +1,25 @@
-"""`python -m fastattn_onnx bench gpu`: our CUDA kernel through the binding on torch tensors, next
-to PyTorch SDPA's flash (FlashAttention-2), efficient (the xformers family: the paper's Volta
-baseline) and cuDNN backends, on the issue's cases, in one process on one GPU.
+"""`python -m fastattn_onnx bench gpu`: our CUDA kernel through the binding on torch tensors and
+through ONNX Runtime (FastAttentionEP, I/O binding to the same torch tensors), next to PyTorch
+SDPA's flash (FlashAttention-2), efficient (the xformers family: the paper's Volta baseline) and
+cuDNN backends, on the issue's cases, in one process on one GPU.
 
-Each contender is timed with CUDA events over `repeats` calls after a warm-up, the median kept;
-inputs are fresh unit-variance tensors, rotated among several sets so that repeated calls do not
-measure the L2 cache. TFLOP/s count 4*B*H*S_q*S_kv*D FLOPs, halved for causal; decode reports the
-bytes of K and V read per second. Ratios are ours / theirs in throughput (> 1: we are faster).
+Each contender is timed over `repeats` calls after a warm-up, the median kept: with CUDA events,
+except "ours (ORT)", timed by wall clock around run_with_iobinding (ONNX Runtime waits for the
+EP's stream before Run returns, so that covers the kernel and ORT's per-run overhead). Inputs are
+fresh unit-variance tensors, rotated among several sets so that repeated calls do not measure the
+L2 cache. TFLOP/s count 4*B*H*S_q*S_kv*D FLOPs, halved for causal; decode reports the bytes of K
+and V read per second. Ratios are ours (binding) / theirs in throughput (> 1: we are faster); the
+ORT line also gives its own ratio to flash (FA2).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
 import statistics
+import tempfile
+import time
 
 # (B, H, S, D, causal): the issue's prefill cases.
 PREFILL = ((8, 32, 1024, 128, True), (2, 32, 4096, 128, True), (1, 32, 16384, 128, True),
@@ -20,6 +29,7 @@ QUICK = ((2, 8, 512, 64, True), (1, 8, 1000, 128, False))
 DECODE = dict(batch=16, heads=32, kv_heads=8, past=8192, head_dim=128)
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
 NAMES = {"FLASH_ATTENTION": "flash (FA2)", "EFFICIENT_ATTENTION": "efficient", "CUDNN_ATTENTION": "cuDNN"}
+ORT_NAME = "ours (ORT)"
 
 
 @dataclasses.dataclass
@@ -56,6 +66,113 @@ def _input_sets(batch, heads, kv_heads, s_q, s_kv, d, dtype, sets: int):
     return [one() for _ in range(sets)]
 
 
+def _ort_timing(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, inputs, repeats) -> Timing:
+    """One FastAttention node in an onnxruntime session on FastAttentionEP, inputs and output bound
+    by pointer to torch CUDA tensors (the binding contender's inputs: the same attributes and
+    bytes). Refused, never raised, when the session cannot be made or would not run on the GPU."""
+    def refused(why) -> Timing:
+        text = str(why).strip()
+        # "[ONNXRuntimeError] : 1 : FAIL : Node (n) Op (FastAttention) [...] the reason": keep the reason.
+        text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Node \([^)]*\) Op \([^)]*\) )?(\[[^\]]*\] )?", "", text)
+        return Timing(ORT_NAME, None, text.splitlines()[0][:80] if text else type(why).__name__)
+
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        import torch
+
+        import fastattn_onnx  # noqa: F401  (registers FastAttentionEP with onnxruntime)
+
+        from ..constants import EP_NAME
+        from ..device_tensors import attention
+        from ..model_builders import ELEMENT_TYPES, build_model
+    except Exception as error:  # noqa: BLE001  (the bench goes on without this contender)
+        return refused(error)
+    session = bindings = outs = None
+    try:
+        dtype_name = str(dtype).replace("torch.", "")
+        if dtype_name not in ELEMENT_TYPES:
+            return refused(f"no ONNX element type for {dtype_name}")
+        # The element type as bind_input takes it: a NumPy type, or ONNX's enum for bfloat16.
+        elem = getattr(np, dtype_name) if dtype_name in ("float16", "float32") else ELEMENT_TYPES[dtype_name]
+        if not any(dev.ep_name == EP_NAME and dict(dev.ep_metadata).get("fastattn.kernel") == "cuda"
+                   for dev in ort.get_ep_devices()):
+            return refused(f"{EP_NAME} lists no CUDA device (CPU-only build, or not registered)")
+        ordinal = inputs[0][0].device.index or 0
+        # num_heads / kv_num_heads / causal as the binding contender passes them; 4D [B, H, S, D].
+        model = build_model(layout="4d", batch=batch, seq_q=s_q, seq_kv=s_kv, num_heads=heads,
+                            kv_num_heads=kv_heads, head_dim=d, dtype=dtype_name, causal=int(causal),
+                            set_num_heads_attr=True)
+        model_bytes = model.SerializeToString()
+        ep = (EP_NAME, {"device_id": str(ordinal)}) if ordinal else EP_NAME
+
+        def make_session(profile_prefix=None):
+            so = ort.SessionOptions()
+            so.log_severity_level = 3  # errors come back as exceptions and are reported on the line
+            if profile_prefix:
+                so.log_severity_level = 4  # nor "Could not write a profile" when creation fails
+                so.enable_profiling = True
+                so.profile_file_prefix = profile_prefix
+            # enable_fallback=0: an EP error at creation is raised (and reported here), not printed
+            # and retried on the CPU EP; disable_fallback(): the same for errors at run time.
+            sess = ort.InferenceSession(model_bytes, so, providers=[ep, "CPUExecutionProvider"], enable_fallback=0)
+            sess.disable_fallback()
+            return sess
+
+        def bind(sess, q, k, v, o):
+            binding = sess.io_binding()
+            for name, t in (("query", q), ("key", k), ("value", v)):
+                binding.bind_input(name, "cuda", ordinal, elem, list(t.shape), t.data_ptr())
+            binding.bind_output("output", "cuda", ordinal, elem, list(o.shape), o.data_ptr())
+            return binding
+
+        outs = [torch.empty(batch, heads, s_q, d, dtype=dtype, device=q.device) for q, _, _ in inputs]
+        torch.cuda.synchronize()  # torch wrote the inputs on its own stream; the EP has another
+        # Where the node ran, from a profiled run of a throwaway session on the same binding (the
+        # timed session is never profiled): FastAttentionEP, or refused.
+        with tempfile.TemporaryDirectory() as tmp:
+            probe = make_session(os.path.join(tmp, "placement"))
+            probe.run_with_iobinding(bind(probe, *inputs[0], outs[0]))
+            with open(probe.end_profiling()) as f:
+                providers = {e["args"]["provider"] for e in json.load(f)
+                             if e.get("cat") == "Node" and "provider" in e.get("args", {})}
+            del probe
+        if providers != {EP_NAME}:
+            return refused(f"the node ran on {', '.join(sorted(providers)) or 'no provider'}, not {EP_NAME}")
+        for o in outs:  # the probe wrote outs[0]: poisoned, so the check below sees the timed session's
+            o.fill_(float("nan"))
+        torch.cuda.synchronize()
+        session = make_session()
+        # One binding per input set, bound once: rotating among them rebinds outside the timed region.
+        bindings = [bind(session, q, k, v, o) for (q, k, v), o in zip(inputs, outs)]
+        for binding in bindings:
+            session.run_with_iobinding(binding)
+        # The same kernel on the same inputs: a wrong placement or binding shows here.
+        q, k, v = inputs[0]
+        try:
+            want = attention(q, k, v, num_heads=heads, kv_num_heads=kv_heads, causal=int(causal))
+        except (ValueError, RuntimeError):
+            want = None  # the binding contender refuses it too (its line says why)
+        if want is not None:
+            torch.cuda.synchronize()
+            err = float((outs[0] - want).abs().max().item())
+            del want
+            if not err <= 5e-2:
+                return refused(f"output differs from the binding's by {err:.3g}")
+        torch.cuda.synchronize()
+        times = []
+        for i in range(repeats):
+            binding = bindings[i % len(bindings)]
+            start = time.perf_counter()
+            session.run_with_iobinding(binding)  # returns after the EP's stream is done
+            times.append(time.perf_counter() - start)
+        return Timing(ORT_NAME, statistics.median(times) * 1e3)
+    except Exception as error:  # noqa: BLE001  (onnxruntime raises its own Fail / RuntimeException types)
+        return refused(error)
+    finally:
+        del session, bindings, outs
+
+
 def time_case(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, repeats) -> list[Timing]:
     import torch
     import torch.nn.functional as F
@@ -73,6 +190,7 @@ def time_case(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, repeats) -> l
         rows.append(Timing("ours (binding)", ms))
     except (ValueError, RuntimeError) as error:
         rows.append(Timing("ours (binding)", None, str(error).splitlines()[0][:80]))
+    rows.append(_ort_timing(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, inputs, repeats))
     for backend in SDPA_BACKENDS:
         def sdpa(q, k, v):
             with sdpa_kernel(getattr(SDPBackend, backend)):
@@ -89,6 +207,7 @@ def time_case(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, repeats) -> l
 
 def _line(label: str, rows: list[Timing], work: float, unit: str) -> str:
     ours = rows[0]
+    fa2 = next((r for r in rows if r.name == NAMES["FLASH_ATTENTION"]), None)
     parts = []
     for r in rows:
         if r.ms is None:
@@ -98,6 +217,8 @@ def _line(label: str, rows: list[Timing], work: float, unit: str) -> str:
         text = f"{r.name} {r.ms:8.3f} ms {rate:7.1f} {unit}"
         if r is not ours and ours.ms is not None:
             text += f" (ours {r.ms / ours.ms:.2f}x)"
+        if r.name == ORT_NAME and fa2 is not None and fa2.ms is not None:
+            text += f" ({fa2.ms / r.ms:.2f}x FA2)"
         parts.append(text)
     return f"{label}: " + " | ".join(parts)
 
