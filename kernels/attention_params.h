@@ -99,6 +99,13 @@ struct AttentionParams {
   int64_t window_right = -1;
   float softcap = 0.f;  // <= 0: none
 
+  // Extra softmax denominator terms (GroupQueryAttention): each row's softmax gets one more
+  // virtual key with logit sink_h (head h) and no value: smooth_softmax uses sink_h = 0 for every
+  // head; head_sink, when given ([num_heads], element type `dtype`, on the device), supplies
+  // sink_h per head and takes precedence. A row's weights then sum to less than 1.
+  bool smooth_softmax = false;
+  const void* head_sink = nullptr;
+
   int64_t seq_total() const { return seq_past + seq_kv; }
   bool causal() const { return window_right == 0; }
 };

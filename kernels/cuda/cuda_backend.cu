@@ -110,6 +110,7 @@ std::string supports(const AttentionParams& p) {
   if (p.kv_capacity > 0) return "the CUDA kernel does not update a KV cache in place yet";
   if (p.kv_len) return "the CUDA kernel does not take per-batch key lengths yet (use key_padding_mask)";
   if (p.rotary.cos_cache) return "the CUDA kernel does not apply rotary embeddings yet";
+  if (p.smooth_softmax || p.head_sink) return "the CUDA kernel does not take smooth_softmax or head_sink yet";
 
   const DeviceInfo& dev = device_info(p.device.ordinal);
   if (!dev.error.empty()) return dev.error;
