@@ -158,6 +158,20 @@ def test_ep_session_options_refuses_options_that_have_the_library():
         fastattn_onnx.ep_session_options(so)
 
 
+def test_ep_session_options_picks_the_device_the_provider_options_name():
+    """device=cpu selects the EP's CPU device (on a GPU machine too); a device_id no CUDA device has
+    is an error naming the devices there are, not a silent pick of another device."""
+    model, feeds, ref = _fastattention_case()
+    so = fastattn_onnx.ep_session_options(provider_options={"device": "cpu"})
+    placed = fastattn_onnx.node_placement(model, providers=(), inputs=feeds, session_options=so)
+    assert set(placed.values()) == {"FastAttentionEP"}, placed
+    so = fastattn_onnx.ep_session_options(provider_options={"device": "cpu"})
+    out = ort.InferenceSession(model.SerializeToString(), so).run(None, feeds)[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no FastAttentionEP device matches .*devices here: .*cpu:0"):
+        fastattn_onnx.ep_session_options(provider_options={"device_id": "7"})
+
+
 def test_models_without_the_op_are_unaffected(session_hook_off):
     data = _plain_model().SerializeToString()
     x = {"x": np.arange(8, dtype=np.float32).reshape(2, 4) / 8}

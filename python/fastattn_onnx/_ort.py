@@ -115,10 +115,31 @@ def ep_session_options(session_options=None, provider_options: dict | None = Non
             raise ValueError("ep_session_options: these SessionOptions already have the com.fastattention op "
                              "library, and the EP brings the domain again, which ONNX Runtime refuses; "
                              "pass SessionOptions without register_custom_ops()")
-        so.add_provider_for_devices(devices[:1], provider_options or {})  # accelerators are listed first
+        so.add_provider_for_devices([_pick_device(devices, provider_options or {})], provider_options or {})
         # the session hook and register_custom_ops then leave the domain to the EP factory
         so.add_session_config_entry(_OP_DOMAIN_MARK, "ep_factory")
     return so
+
+
+def _pick_device(devices, provider_options: dict):
+    """The EP device the provider options name: device=cpu the CPU one, device_id=N the GPU of that
+    CUDA ordinal, else the first listed (the EP lists accelerators first)."""
+    def kernel(d):
+        return d.ep_metadata.get("fastattn.kernel", "")
+    listed = ", ".join(f"{kernel(d) or '?'}:{d.ep_metadata.get('fastattn.ordinal', '?')}" for d in devices)
+    if not devices:
+        raise RuntimeError(f"{EP_NAME} lists no device in this process")
+    if str(provider_options.get("device", "")).lower() == "cpu":
+        chosen = [d for d in devices if kernel(d) == "cpu"]
+    elif "device_id" in provider_options:
+        want = str(provider_options["device_id"])
+        chosen = [d for d in devices if kernel(d) not in ("", "cpu") and d.ep_metadata.get("fastattn.ordinal") == want]
+    else:
+        chosen = devices
+    if not chosen:
+        raise ValueError(f"ep_session_options: no {EP_NAME} device matches the provider options "
+                         f"{provider_options} (devices here: {listed})")
+    return chosen[0]
 
 
 def _names_fastattention_ep(providers) -> bool:
