@@ -38,6 +38,11 @@ struct TensorView {
 // `do_rotary`). cos/sin caches are [max_position, rotary_dim / 2] of q's dtype; the position of
 // row s of batch b is position_ids[b * position_batch_stride + s] when given, else its row in
 // the cache (past_len[b] or seq_past, + s). Null cos_cache: no rotary.
+// Q is rotated on the way into the kernel (the q tensor is never written); the NEW key rows
+// (seq_kv of them) are rotated and the rotated rows are what present (or the in-place cache)
+// receives; past rows are taken as already rotated. Values are not rotated. Each rotated value
+// is rounded to the element type, as onnxruntime stores it. The struct has no max_position:
+// the caller guarantees every position (position_ids or the default) lies in [0, max_position).
 struct RotaryParams {
   const void* cos_cache = nullptr;
   const void* sin_cache = nullptr;
@@ -68,13 +73,22 @@ struct AttentionParams {
 
   // KV cache kept in place (GroupQueryAttention's shared past/present buffers): when
   // kv_capacity > 0, present_k/present_v are buffers of kv_capacity rows per (batch, kv head)
-  // that already hold the past (past_k/past_v alias them); only the new rows are written, at
-  // row past_len[b] (or seq_past when past_len is null). 0: present is written whole.
+  // that already hold the past (past_k/past_v alias them, or are null: they are never read);
+  // only the new rows are written, at rows [past_len[b], past_len[b] + seq_kv) (seq_past for
+  // every batch when past_len is null), and batch b attends to rows [0, past_len[b] + seq_kv)
+  // of present (further limited by kv_len). Rows past that may hold anything (NaN, inf): they
+  // are never read into a result. 0: present is written whole.
+  // Alignment: with an in-place cache, query row i of batch b sits at key position
+  // past_len[b] + i (per batch; NOT the uniform bottom-right i + S_total - S_q used otherwise)
+  // for the causal/window bounds below; seq_past then only bounds kv_capacity in check_params.
   int64_t kv_capacity = 0;
   const int32_t* past_len = nullptr;  // per batch, on the device
 
   // Per-batch count of valid keys, from key 0 (right padding, as GroupQueryAttention's
   // seqlens_k + 1 and Ascend's actual_seq_lengths_kv): keys j >= kv_len[b] are hidden. Null: all.
+  // A query row whose position is >= kv_len[b] (a padded row) takes position kv_len[b] - 1 for
+  // the causal/window bounds, as GroupQueryAttention's CPU kernel caps a row's causal length at
+  // the valid length: it attends like the last valid row. kv_len[b] <= 0: no keys, zero rows.
   const int32_t* kv_len = nullptr;
 
   RotaryParams rotary;
@@ -102,7 +116,10 @@ struct AttentionParams {
   // Extra softmax denominator terms (GroupQueryAttention): each row's softmax gets one more
   // virtual key with logit sink_h (head h) and no value: smooth_softmax uses sink_h = 0 for every
   // head; head_sink, when given ([num_heads], element type `dtype`, on the device), supplies
-  // sink_h per head and takes precedence. A row's weights then sum to less than 1.
+  // sink_h per head and takes precedence. A row's weights then sum to less than 1:
+  //   m = max(sink_h, max_j x_j), w_j = e^(x_j - m) / (e^(sink_h - m) + sum_k e^(x_k - m))
+  // (onnxruntime's ComputeSmoothSoftmaxInplace / MlasComputeSoftmax with a sink). A row with no
+  // visible key puts all its weight on the sink: zeros.
   bool smooth_softmax = false;
   const void* head_sink = nullptr;
 

@@ -5,13 +5,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
+#include <stdexcept>
 #include <cstring>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "tile_kernel.h"
+#include "vector_math.h"
 
 namespace fastattn::cpu {
 namespace {
@@ -98,6 +102,7 @@ ScratchLayout scratch_layout(const AttentionParams& p, const TileTraits& t) {
   s.out = take(t.block_q * s.o_ld);
   s.rows = take(6 * s.q_ld);
   s.row_bounds = take(3 * 2 * s.q_ld);  // int64: lo, hi, extent in the current tile
+  s.qrot = take(p.rotary.cos_cache ? p.head_dim : 0);
   s.total = at;
   return s;
 }
@@ -134,7 +139,8 @@ void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
       const TensorView& src = in_past ? past : cur;
       const int64_t js = in_past ? j : j - p.seq_past;
       const char* s = static_cast<const char*>(src.data) + (b * src.batch_stride + h * src.head_stride + js * src.seq_stride) * es;
-      std::memcpy(d + (b * dst.batch_stride + h * dst.head_stride + j * dst.seq_stride) * es, s, row_bytes);
+      char* to = d + (b * dst.batch_stride + h * dst.head_stride + j * dst.seq_stride) * es;
+      if (to != s) std::memcpy(to, s, row_bytes);  // (rotated new keys are written in present already)
     }
   };
   parallel_for(p.batch * p.kv_num_heads, [&](int64_t bh) {
@@ -154,17 +160,94 @@ bool packs_kv(const AttentionParams& p, int64_t query_blocks) {
   return query_blocks >= 4 && (strided || p.dtype != ElemType::kFloat32);
 }
 
+constexpr int64_t kMinSplitKeys = 512;  // keys per work item when one row block's keys are split
+
+// Reusable buffer of the calling thread (partials of a key split), grown on demand.
+float* caller_buffer(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf.data();
+}
+
+// Merges the KeySplit partials of `chunks` items (one unit of rows each) into the output:
+// m = max m_c, l = sum l_c e^(m_c - m), acc likewise, plus the sink term, as the tile kernel's
+// own normalisation.
+void merge_partials(const TilePlan& plan, const float* partials, int64_t chunks, int64_t rows, int64_t b, int64_t h,
+                    int64_t rows_per_head) {
+  const AttentionParams& p = *plan.params;
+  const int64_t pld = partial_ld(plan.scratch), Dv = p.head_dim_v;
+  const double unit = plan.exact_shift ? 1.0 : 1.4426950408889634;  // row maxima: logits times unit
+  auto ex = [&](double x) { return std::exp2(plan.exact_shift ? x * 1.4426950408889634 : x); };
+  std::vector<double> acc(static_cast<size_t>(Dv));
+  std::vector<float> out(static_cast<size_t>(Dv));
+  for (int64_t r = 0; r < rows; ++r) {
+    double top = -INFINITY;
+    for (int64_t c = 0; c < chunks; ++c) top = std::max<double>(top, partials[(c * rows + r) * pld]);
+    const int64_t head = h + r / rows_per_head;
+    const double sink = plan.sinks ? plan.sinks[head] * unit : -INFINITY;
+    const double m = top;
+    top = std::max(top, sink);
+    double l = 0;
+    std::fill(acc.begin(), acc.end(), 0.0);
+    if (m != -INFINITY && top != -INFINITY)
+      for (int64_t c = 0; c < chunks; ++c) {
+        const float* part = partials + (c * rows + r) * pld;
+        if (part[0] == -INFINITY) continue;
+        const double f = ex(part[0] - top);
+        l += part[1] * f;
+        for (int64_t d = 0; d < Dv; ++d) acc[d] += part[2 + d] * f;
+      }
+    if (sink != -INFINITY) l += ex(sink - top);
+    const double inv = l > 0 ? 1.0 / l : 0.0;
+    for (int64_t d = 0; d < Dv; ++d) out[d] = static_cast<float>(acc[d] * inv);
+    // (a NaN sum, from a NaN query: acc holds NaN and stays NaN)
+    if (!(l == l)) std::fill(out.begin(), out.end(), NAN);
+    void* dst = static_cast<char*>(p.out.data) +
+                (b * p.out.batch_stride + head * p.out.head_stride + (r % rows_per_head) * p.out.seq_stride) *
+                    static_cast<int64_t>(elem_size(p.dtype));
+    from_float_scaled(out.data(), 1.f, Dv, p.dtype, dst);
+  }
+}
+
 // Every work item of the call (and the packing of keys and values it needs).
 void attend_all(const AttentionParams& p, TilePlan plan, const IsaKernels& kernels, const ParallelFor& parallel_for) {
   const int64_t S = p.seq_total();
   const int64_t block_q = plan.traits.block_q, blocks = (p.seq_q + block_q - 1) / block_q;
-  // GQA with few query rows (decode): the query heads of one KV head go into one work item, their
+  // GQA with few query rows (decode): the query heads of one KV group go into one work item, their
   // rows stacked, so its K and V tiles are read once per group and the GEMMs get more rows.
   // (A per-head bias would need a per-row bias base: not stacked.)
   const int64_t group = p.num_heads / p.kv_num_heads;
-  if (group > 1 && !p.bias && p.seq_q * group <= block_q) {
+  const bool stacked = group > 1 && !p.bias && p.seq_q * group <= block_q;
+  // One row block per unit ((batch, kv group) stacked, else (batch, head)) and few units (decode
+  // at a small batch): the keys are split too, so that every thread has work; each item leaves
+  // its max, sum and accumulator, merged per row afterwards (the log-sum-exp merge of flash
+  // decoding). The cache is read in place, each key once.
+  const int64_t units = stacked ? p.batch * p.kv_num_heads : p.batch * p.num_heads;
+  if ((stacked || blocks == 1) && units < kItemsPerWave && S >= 2 * kMinSplitKeys) {
+    const int64_t chunks = std::min((kItemsPerWave + units - 1) / units, S / kMinSplitKeys);
+    const int64_t per = (S + chunks - 1) / chunks;
+    const int64_t heads = stacked ? group : 1, rows = heads * p.seq_q;
+    const int64_t unit_floats = chunks * rows * partial_ld(plan.scratch);
+    float* const partials = caller_buffer(static_cast<size_t>(units * unit_floats));
+    auto head_of = [&](int64_t u) { return stacked ? u % p.kv_num_heads * group : u % p.num_heads; };
+    auto batch_of = [&](int64_t u) { return stacked ? u / p.kv_num_heads : u / p.num_heads; };
+    parallel_for(units * chunks, [&](int64_t item) {
+      const int64_t u = item / chunks, c = item % chunks;
+      KeySplit split;
+      split.lo = c * per;
+      split.hi = std::min(S, split.lo + per);
+      split.partial = partials + u * unit_floats + c * rows * partial_ld(plan.scratch);
+      kernels.attend(plan, batch_of(u), head_of(u), heads, 0, split, thread_scratch(plan.scratch.total));
+    });
+    parallel_for(units, [&](int64_t u) {
+      merge_partials(plan, partials + u * unit_floats, chunks, rows, batch_of(u), head_of(u), p.seq_q);
+    });
+    return;
+  }
+  const KeySplit whole;
+  if (stacked) {
     parallel_for(p.batch * p.kv_num_heads, [&](int64_t item) {
-      kernels.attend(plan, item / p.kv_num_heads, item % p.kv_num_heads * group, group, 0,
+      kernels.attend(plan, item / p.kv_num_heads, item % p.kv_num_heads * group, group, 0, whole,
                      thread_scratch(plan.scratch.total));
     });
     return;
@@ -174,7 +257,8 @@ void attend_all(const AttentionParams& p, TilePlan plan, const IsaKernels& kerne
   auto attend_pairs = [&](int64_t first_pair, int64_t pairs) {
     parallel_for(pairs * group * blocks, [&](int64_t item) {
       const int64_t bh = first_pair * group + item / blocks, qb = blocks - 1 - item % blocks;
-      kernels.attend(plan, bh / p.num_heads, bh % p.num_heads, 1, qb * block_q, thread_scratch(plan.scratch.total));
+      kernels.attend(plan, bh / p.num_heads, bh % p.num_heads, 1, qb * block_q, whole,
+                     thread_scratch(plan.scratch.total));
     });
   };
   const int64_t pairs = p.batch * p.kv_num_heads;
@@ -202,15 +286,126 @@ void attend_all(const AttentionParams& p, TilePlan plan, const IsaKernels& kerne
   }
 }
 
+// Rows [row0, row0 + n) of (b, h) in a view, as a byte pointer.
+char* row_ptr(const TensorView& v, ElemType t, int64_t b, int64_t h, int64_t row) {
+  return static_cast<char*>(v.data) +
+         (b * v.batch_stride + h * v.head_stride + row * v.seq_stride) * static_cast<int64_t>(elem_size(t));
+}
+
+// The new key and value rows of every (batch, kv head) written to dst_k / dst_v at row
+// at_row[b] + s: keys rotated when rotary is on (at their positions), values copied.
+// dst_v null: keys only.
+void write_new_rows(const AttentionParams& p, const TensorView& dst_k, const TensorView* dst_v,
+                    const std::vector<int64_t>& at_row, const std::vector<int64_t>& rot_pos0,
+                    const ParallelFor& parallel_for) {
+  const ElemType t = p.dtype;
+  const size_t es = elem_size(t);
+  const RotaryParams& rp = p.rotary;
+  parallel_for(p.batch * p.kv_num_heads, [&](int64_t bh) {
+    const int64_t b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
+    std::vector<float> row(rp.cos_cache ? static_cast<size_t>(p.head_dim) : 0);
+    for (int64_t s = 0; s < p.seq_kv; ++s) {
+      const char* k_src = row_ptr(p.k, t, b, h, s);
+      char* k_dst = row_ptr(dst_k, t, b, h, at_row[b] + s);
+      if (rp.cos_cache) {
+        to_float(k_src, t, p.head_dim, row.data());
+        rotate_row(row.data(), rp, rp.position_ids ? rp.position_ids[b * rp.position_batch_stride + s] : rot_pos0[b] + s,
+                   t);
+        from_float_scaled(row.data(), 1.f, p.head_dim, t, k_dst);
+      } else if (k_dst != k_src) {
+        std::memmove(k_dst, k_src, static_cast<size_t>(p.head_dim) * es);
+      }
+      if (dst_v) {
+        const char* v_src = row_ptr(p.v, t, b, h, s);
+        char* v_dst = row_ptr(*dst_v, t, b, h, at_row[b] + s);
+        if (v_dst != v_src) std::memmove(v_dst, v_src, static_cast<size_t>(p.head_dim_v) * es);
+      }
+    }
+  });
+}
+
 }  // namespace
 
-void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for) {
-  copy_present(p, parallel_for);
+void attention_forward(const AttentionParams& p_in, const ParallelFor& parallel_for) {
+  // The params the tile kernel reads: keys j < seq_past from past_k/past_v, the rest from k/v.
+  // An in-place cache becomes "everything from present" (its new rows written first); rotated
+  // new keys are read from where they were written.
+  AttentionParams p = p_in;
+  const int64_t B = p.batch;
+  const bool in_place = p.kv_capacity > 0;
+  std::vector<int64_t> past(B), key_end(B), q_pos0(B), pos_cap(B);
+  for (int64_t b = 0; b < B; ++b) {
+    past[b] = in_place && p.past_len ? p.past_len[b] : p.seq_past;
+    if (past[b] < 0 || (in_place && past[b] + p.seq_kv > p.kv_capacity))
+      throw std::runtime_error("past length " + std::to_string(past[b]) + " of batch " + std::to_string(b) +
+                               " leaves no room for " + std::to_string(p.seq_kv) + " new rows in a cache of " +
+                               std::to_string(p.kv_capacity));
+  }
+  std::vector<char> rotated_k;  // rotated new keys when no present tensor takes them
+  if (in_place) {
+    int64_t space = 0;
+    for (int64_t b = 0; b < B; ++b) space = std::max(space, past[b] + p.seq_kv);
+    const TensorView present_v = p.present_v;
+    write_new_rows(p_in, p.present_k, &present_v, past, past, parallel_for);
+    p.past_k = p.present_k;
+    p.past_v = p.present_v;
+    p.seq_past = space;
+    p.seq_kv = 0;
+    p.k = p.v = TensorView{};
+    for (int64_t b = 0; b < B; ++b) {
+      key_end[b] = past[b] + p_in.seq_kv;
+      q_pos0[b] = past[b];
+    }
+  } else {
+    if (p.rotary.cos_cache && p.seq_kv > 0) {
+      TensorView dst;  // present's new rows, else a [B, kv heads, S_kv, D] buffer
+      if (p.present_k.data) {
+        dst = p.present_k;
+        dst.data = row_ptr(p.present_k, p.dtype, 0, 0, p.seq_past);
+      } else {
+        rotated_k.resize(static_cast<size_t>(B * p.kv_num_heads * p.seq_kv * p.head_dim) * elem_size(p.dtype));
+        dst.data = rotated_k.data();
+        dst.dtype = p.dtype;
+        dst.seq_stride = p.head_dim;
+        dst.head_stride = p.seq_kv * p.head_dim;
+        dst.batch_stride = p.kv_num_heads * dst.head_stride;
+      }
+      std::vector<int64_t> zero(B, 0);
+      write_new_rows(p_in, dst, nullptr, zero, past, parallel_for);
+      p.k = dst;
+    }
+    copy_present(p, parallel_for);
+    for (int64_t b = 0; b < B; ++b) {
+      key_end[b] = p.seq_total();
+      q_pos0[b] = p.seq_total() - p.seq_q;  // bottom-right
+    }
+  }
+  const int64_t big = std::numeric_limits<int64_t>::max() / 4;
+  for (int64_t b = 0; b < B; ++b) {
+    pos_cap[b] = big;
+    if (p.kv_len) {
+      const int64_t valid = std::max<int64_t>(0, p.kv_len[b]);
+      key_end[b] = std::min(key_end[b], valid);
+      pos_cap[b] = valid - 1;  // a padded query row takes the last valid key's position
+    }
+  }
+  std::vector<float> sinks;
+  if (p.head_sink || p.smooth_softmax) {
+    sinks.assign(static_cast<size_t>(p.num_heads), 0.f);
+    if (p.head_sink)
+      for (int64_t h = 0; h < p.num_heads; ++h) sinks[h] = load_one(p.head_sink, h, p.dtype);
+  }
+
   const Isa isa = selected();
   TilePlan plan;
   plan.params = &p;
   plan.traits = tile_traits(isa, p.head_dim, p.head_dim_v, p.causal());
   plan.scratch = scratch_layout(p, plan.traits);
+  plan.key_end = key_end.data();
+  plan.q_pos0 = q_pos0.data();
+  plan.pos_cap = pos_cap.data();
+  plan.rot_pos0 = past.data();
+  plan.sinks = sinks.empty() ? nullptr : sinks.data();
 
   // key_padding_mask summary: O(B * S_total) prefix counts plus the visible span per batch.
   const int64_t S = p.seq_total();
@@ -224,7 +419,7 @@ void attention_forward(const AttentionParams& p, const ParallelFor& parallel_for
       int32_t* pre = prefix.data() + b * (S + 1);
       pre[0] = 0;
       for (int64_t j = 0; j < S; ++j) {
-        const bool vis = key_visible(p, b, j);
+        const bool vis = j < key_end[b] && key_visible(p, b, j);
         pre[j + 1] = pre[j] + (vis ? 1 : 0);
         if (vis) {
           if (first[b] == S) first[b] = j;

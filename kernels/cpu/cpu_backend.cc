@@ -21,11 +21,6 @@ std::string supports(const AttentionParams& p) {
   if (p.head_dim > kMaxHeadDim || p.head_dim_v > kMaxHeadDim)
     return "head sizes above " + std::to_string(kMaxHeadDim) + " are not supported by the CPU kernel, got " +
            std::to_string(p.head_dim) + " / " + std::to_string(p.head_dim_v);
-  // Fields of the parameter struct that the CPU kernel does not implement yet (the
-  // GroupQueryAttention issue adds them): such calls go to another kernel.
-  if (p.kv_capacity > 0) return "the CPU kernel does not update a KV cache in place yet";
-  if (p.kv_len) return "the CPU kernel does not take per-batch key lengths yet (use key_padding_mask)";
-  if (p.rotary.cos_cache) return "the CPU kernel does not apply rotary embeddings yet";
   return "";
 }
 

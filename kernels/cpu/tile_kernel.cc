@@ -58,7 +58,8 @@ FloatRows float_rows(const TensorView& v, ElemType t, int64_t b, int64_t h, int6
 
 namespace FASTATTN_ISA_NS {
 
-void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch) {
+void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, const KeySplit& split,
+                        float* scratch) {
   const bool exact = plan.exact_shift;
   const AttentionParams& p = *plan.params;
   const ScratchLayout& sl = plan.scratch;
@@ -73,7 +74,8 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
   const int64_t rows_per_head = heads > 1 ? p.seq_q - q0 : imin(plan.traits.block_q, p.seq_q - q0);
   const int64_t mq = heads * rows_per_head, block_k = plan.traits.block_k;
   const int64_t mq_pad = (mq + kVecFloats - 1) / kVecFloats * kVecFloats;  // columns of S^T in use
-  const int64_t shift = S - p.seq_q;  // query row i sits at key position i + shift
+  // Keys [0, Sb) exist for this batch; query row i sits at key position min(i + shift, cap).
+  const int64_t Sb = plan.key_end[b], shift = plan.q_pos0[b], cap = plan.pos_cap[b];
   float* const qt = scratch + sl.qt;
   float* const scores = scratch + sl.scores;
   float* const acc = scratch + sl.out;
@@ -87,10 +89,20 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
   int64_t* const row_hi = row_lo + ld;
   int64_t* const row_extent = row_hi + ld;  // per row: keys of the current tile it can see
 
-  // Q^T (D x mq_pad), zero in the padding columns.
+  // Q^T (D x mq_pad), zero in the padding columns; rotary rotates each row on the way (the
+  // query tensor itself is never written).
+  const RotaryParams& rp = p.rotary;
   for (int64_t r = 0; r < mq; ++r) {
-    const void* src = elem_at(p.q.data, row_offset(p.q, b, h + r / rows_per_head, q0 + r % rows_per_head), t);
-    for (int64_t d = 0; d < D; ++d) qt[d * ld + r] = load_one(src, d, t);
+    const int64_t s = q0 + r % rows_per_head;
+    const void* src = elem_at(p.q.data, row_offset(p.q, b, h + r / rows_per_head, s), t);
+    if (!rp.cos_cache) {
+      for (int64_t d = 0; d < D; ++d) qt[d * ld + r] = load_one(src, d, t);
+      continue;
+    }
+    float* row = scratch + sl.qrot;
+    to_float(src, t, D, row);
+    rotate_row(row, rp, rp.position_ids ? rp.position_ids[b * rp.position_batch_stride + s] : plan.rot_pos0[b] + s, t);
+    for (int64_t d = 0; d < D; ++d) qt[d * ld + r] = row[d];
   }
   for (int64_t d = 0; d < D; ++d)
     for (int64_t r = mq; r < mq_pad; ++r) qt[d * ld + r] = 0.f;
@@ -103,13 +115,14 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
   // (extents capped at S + S_q: no overflow, same intervals)
   const int64_t left = p.window_left >= 0 ? imin(p.window_left, S + p.seq_q) : -1;
   const int64_t right = p.window_right >= 0 ? imin(p.window_right, S + p.seq_q) : -1;
-  auto lo_of = [&](int64_t i) { return left >= 0 ? imax(0, i + shift - left) : int64_t{0}; };
-  auto hi_of = [&](int64_t i) { return right >= 0 ? imax(imin(S, i + shift + right + 1), 0) : S; };
+  auto pos_of = [&](int64_t i) { return imin(i + shift, cap); };
+  auto lo_of = [&](int64_t i) { return left >= 0 ? imax(0, pos_of(i) - left) : int64_t{0}; };
+  auto hi_of = [&](int64_t i) { return right >= 0 ? imax(imin(Sb, pos_of(i) + right + 1), 0) : Sb; };
   for (int64_t r = 0; r < mq_pad; ++r) {
     row_lo[r] = r < mq ? lo_of(q0 + r % rows_per_head) : 0;
     row_hi[r] = r < mq ? hi_of(q0 + r % rows_per_head) : 0;  // padding rows see nothing
   }
-  int64_t begin = lo_of(q0), end = hi_of(q0 + rows_per_head - 1);
+  int64_t begin = imax(lo_of(q0), split.lo), end = imin(hi_of(q0 + rows_per_head - 1), split.hi);
   const int32_t* prefix = nullptr;
   if (plan.visible_prefix) {
     prefix = plan.visible_prefix + b * (S + 1);
@@ -276,9 +289,29 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
                      triangle ? row_extent : nullptr);
   }
 
-  // O = acc / l; a row without any visible key has l == 0 and acc == 0: zeros.
+  if (split.partial) {  // this item's keys only: max, sum and accumulator, merged by the caller
+    const int64_t pld = partial_ld(sl);
+    for (int64_t r = 0; r < mq; ++r) {
+      float* dst = split.partial + r * pld;
+      dst[0] = row_max[r];
+      dst[1] = row_sum[r];
+      for (int64_t d = 0; d < Dv; ++d) dst[2 + d] = acc[r * o_ld + d];
+    }
+    return;
+  }
+  // O = acc / l; a row without any visible key has l == 0 and acc == 0: zeros. A sink (logit
+  // sink_h, no value) adds e^(sink_h - m) to l, computed against max(m, sink_h) so that neither
+  // term overflows; a row without visible keys still gives zeros.
   for (int64_t r = 0; r < mq; ++r) {
-    const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
+    float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
+    if (plan.sinks) {
+      const float sink = plan.sinks[h + r / rows_per_head] * (exact ? 1.f : kLog2e), m = row_max[r];
+      const float top = m > sink ? m : sink;
+      auto ex = [&](float x) { return exp2_approx(exact ? kLog2e * x : x); };
+      const float f = m == kNegInf ? 0.f : ex(m - top);
+      const float denom = row_sum[r] * f + (sink == kNegInf ? 0.f : ex(sink - top));
+      inv = top == kNegInf || !(denom > 0.f) ? 0.f : f / denom;  // (NaN sums: acc is NaN too)
+    }
     void* dst = const_cast<void*>(elem_at(p.out.data, row_offset(p.out, b, h + r / rows_per_head, q0 + r % rows_per_head), t));
     from_float_scaled(acc + r * o_ld, inv, Dv, t, dst);
   }
@@ -289,6 +322,7 @@ void pack_kv_rows(const TilePlan& plan, int64_t bkv, int64_t j0, int64_t j1) {
   const ScratchLayout& sl = plan.scratch;
   const int64_t b = bkv / p.kv_num_heads, kv_h = bkv % p.kv_num_heads;
   const int64_t row0 = (bkv - plan.packed_first) * p.seq_total();
+  j1 = imin(j1, plan.key_end[b]);  // rows past the batch's keys are never read
   for (int64_t j = j0; j < j1; ++j) {
     const bool in_past = j < p.seq_past;
     const int64_t jt = in_past ? j : j - p.seq_past;

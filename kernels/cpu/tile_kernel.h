@@ -30,6 +30,7 @@ struct ScratchLayout {
   int64_t out = 0;        // block_q x o_ld: the float32 output accumulator
   int64_t rows = 0;       // 6 x q_ld per-row floats: max, sum, shift, rescale, tile max, tile sum
   int64_t row_bounds = 0; // 3 x q_ld int64: each query row's visible key interval [lo, hi), its keys in a tile
+  int64_t qrot = 0;       // D floats: one query row, rotated (rotary only)
   int64_t total = 0;
 };
 constexpr int64_t kQueryPad = 32;  // the widest micro-tile (AVX-512: 2 x 16 floats)
@@ -57,7 +58,28 @@ struct TilePlan {
   // in the exp (one more multiply, no fast path).
   bool exact_shift = false;
   std::atomic<bool>* shift_too_coarse = nullptr;
+  // Per batch (always set, batch entries each): keys [0, key_end[b]) exist for batch b (its
+  // past and new rows, limited by kv_len); query row i sits at position min(q_pos0[b] + i,
+  // pos_cap[b]) for the causal/window bounds (pos_cap: kv_len[b] - 1 when kv_len is given, as
+  // GroupQueryAttention caps a padded row's causal length at the valid length); rot_pos0[b] + i
+  // is its rotary position when position_ids is null.
+  const int64_t* key_end = nullptr;
+  const int64_t* q_pos0 = nullptr;
+  const int64_t* pos_cap = nullptr;
+  const int64_t* rot_pos0 = nullptr;
+  // Per query head: the softmax sink (smooth_softmax / head_sink) in logit units; null: none.
+  const float* sinks = nullptr;
 };
+
+// One work item's share of the keys, and where its unnormalised result goes.
+struct KeySplit {
+  int64_t lo = 0;             // keys [lo, hi) only
+  int64_t hi = INT64_MAX;
+  float* partial = nullptr;   // non-null: per row (stacked rows in order) max, sum, then o_ld
+                              // accumulator floats (partial_ld in all), instead of the output
+};
+// Floats per row of a KeySplit partial.
+inline int64_t partial_ld(const ScratchLayout& s) { return s.o_ld + 2; }
 
 // Rows [q0, S_q) of query heads h .. h + heads - 1 (one KV group) when heads > 1, else rows
 // [q0, q0 + block_q) of head h.
@@ -75,14 +97,15 @@ static inline bool key_visible(const AttentionParams& p, int64_t b, int64_t j) {
 }
 
 using AttendQueryBlockFn = void (*)(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0,
-                                    float* scratch);
+                                    const KeySplit& split, float* scratch);
 // Rows [j0, j1) of keys and values (past, then new) of pair bkv = b * kv_num_heads + kv_h into
 // plan.packed_k / packed_v.
 using PackKvRowsFn = void (*)(const TilePlan& plan, int64_t bkv, int64_t j0, int64_t j1);
 
 #define FASTATTN_DECLARE_ISA(ns)                                                                               \
   namespace ns {                                                                                               \
-  void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0, float* scratch); \
+  void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t heads, int64_t q0,                 \
+                          const KeySplit& split, float* scratch);                                              \
   void pack_kv_rows(const TilePlan& plan, int64_t bkv, int64_t j0, int64_t j1);                                \
   }
 FASTATTN_DECLARE_ISA(isa_baseline)

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <limits>
 
+#include "../attention_params.h"
+
 namespace fastattn::cpu {
 namespace {  // NOLINT: intentionally per translation unit (one copy per ISA)
 
@@ -116,6 +118,30 @@ inline float load_one(const void* base, int64_t idx, ElemType t) {
   if (t == ElemType::kFloat32) return static_cast<const float*>(base)[idx];
   if (t == ElemType::kFloat16) return static_cast<float>(static_cast<const half_t*>(base)[idx]);
   return bf16_to_float(static_cast<const uint16_t*>(base)[idx]);
+}
+
+// x rounded to element type t and back (what storing it as t keeps).
+inline float round_to(float x, ElemType t) {
+  if (t == ElemType::kFloat32) return x;
+  if (t == ElemType::kFloat16) return static_cast<float>(static_cast<half_t>(x));
+  return bf16_to_float(float_to_bf16(x));
+}
+
+// Rotary embedding of one head row x (float, head_dim >= rotary_dim) at position pos, as
+// onnxruntime's RotaryEmbedding / GroupQueryAttention do_rotary: with c = cos[pos, i],
+// s = sin[pos, i], each pair (x0, x1) becomes (x0 c - x1 s, x1 c + x0 s); pairs are
+// (i, i + rotary_dim / 2) (half split) or (2i, 2i + 1) (interleaved). Dims past rotary_dim are
+// left alone. Results are rounded to t (the element type the cache and caches hold).
+inline void rotate_row(float* x, const RotaryParams& rp, int64_t pos, ElemType t) {
+  const int64_t half = rp.rotary_dim / 2;
+  const int64_t base = pos * rp.cache_row_stride;
+  for (int64_t i = 0; i < half; ++i) {
+    const float c = load_one(rp.cos_cache, base + i, t), s = load_one(rp.sin_cache, base + i, t);
+    const int64_t i0 = rp.interleaved ? 2 * i : i, i1 = rp.interleaved ? 2 * i + 1 : i + half;
+    const float x0 = x[i0], x1 = x[i1];
+    x[i0] = round_to(x0 * c - x1 * s, t);
+    x[i1] = round_to(x1 * c + x0 * s, t);
+  }
 }
 
 }  // namespace
