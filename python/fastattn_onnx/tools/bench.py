@@ -202,6 +202,16 @@ def run_cpu(args) -> int:
 
 
 def run(args) -> int:
+    if args.target == "genai":
+        from .bench_genai import run_from_args
+
+        return run_from_args(args)
+    if getattr(args, "model_dir", None):
+        print(f"error: bench {args.target}: unexpected argument {args.model_dir!r} (a MODEL_DIR goes with 'genai')",
+              file=sys.stderr)
+        return 2
+    if args.repeats is None:
+        args.repeats = 7
     if args.target == "cpu":
         return run_cpu(args)
     if args.target == "gpu":
@@ -216,15 +226,18 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="speed and memory against PyTorch SDPA and ONNX Runtime's own attention")
-    p.add_argument("target", help="'cpu' or 'gpu' for the kernel benchmarks, or a model.onnx to time "
-                   "before/after convert")
+    p.add_argument("target", help="'cpu' or 'gpu' for the kernel benchmarks, 'genai' for an onnxruntime-genai "
+                   "model folder (MODEL_DIR), or a model.onnx to time before/after convert")
+    p.add_argument("model_dir", nargs="?", help="genai: the folder onnxruntime-genai's model builder wrote")
     p.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16", help="gpu: element type")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=None, help="default 7 (genai: 3, --quick 2)")
     p.add_argument("--memory", action="store_true", help="cpu: also the peak extra memory at S=8K..32K")
     p.add_argument("--layout", choices=("3d", "4d"), default="3d",
                    help="cpu: FastAttention inputs as [B, S, N*D] (3d) or [B, N, S, D] (4d)")
-    p.add_argument("--quick", action="store_true", help="cpu, gpu: short sequences (a smoke run, not the goals)")
+    p.add_argument("--quick", action="store_true", help="cpu, gpu, genai: short sequences (a smoke run, not the goals)")
+    p.add_argument("--prompts", help="genai: prompt lengths, comma-separated (default 512,2048,8192; --quick 64,256)")
+    p.add_argument("--decode-steps", type=int, help="genai: tokens decoded after each prompt (default 32; --quick 8)")
     p.add_argument("--json", help="cpu: write the results here")
     p.add_argument("--seq-len", type=int, help="model: prefill length (default: the length the "
                    "model's inputs fix, else 4096); refused where its inputs fix another")
