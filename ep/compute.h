@@ -3,12 +3,15 @@
 // Used by the custom op's kernel (CPU EP) and by the EP's compiled nodes.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "device.h"
 #include "ort_contract.h"
 
 namespace fastattn::ep {
+
+struct GqaConfig;  // gqa_node.h
 
 struct NodeConfig {
   std::string op_type;  // for messages: "FastAttention" or "Attention"
@@ -20,6 +23,9 @@ struct NodeConfig {
   // ONNX Attention's bool attn_mask (true = attend) arrives in the attn_bias slot and is turned
   // into an additive 0/-inf bias of the query's type before the kernel runs.
   bool bool_mask_as_bias = false;
+  // com.microsoft::GroupQueryAttention nodes: their own inputs, outputs and attributes; such a
+  // node runs through compute_group_query_attention (gqa_node.h), not compute_attention.
+  std::shared_ptr<const GqaConfig> gqa;
 };
 
 OrtStatus* compute_attention(const NodeConfig& cfg, const DevicePlumbing& device, int ordinal,

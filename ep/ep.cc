@@ -1,9 +1,11 @@
 #include "ep.h"
 
+#include <iterator>
 #include <memory>
 #include <vector>
 
 #include "ep_factory.h"
+#include "gqa_node.h"
 #include "node_translation.h"
 
 namespace fastattn::ep {
@@ -28,6 +30,7 @@ struct ComputeInfo : OrtNodeComputeInfo {
   }
   static OrtStatus* ORT_API_CALL ComputeImpl(OrtNodeComputeInfo* self, void*, OrtKernelContext* context) noexcept {
     auto* info = static_cast<ComputeInfo*>(self);
+    if (info->cfg.gqa) return compute_group_query_attention(info->cfg, info->device, info->ordinal, context);
     return compute_attention(info->cfg, info->device, info->ordinal, context);
   }
   static void ORT_API_CALL ReleaseStateImpl(OrtNodeComputeInfo*, void*) noexcept {}
@@ -129,6 +132,18 @@ OrtStatus* ORT_API_CALL Ep::GetCapabilityImpl(OrtEp* this_ptr, const OrtGraph* g
           ep->log(ORT_LOGGING_LEVEL_INFO, "Attention node '" + v.name + "' left to other EPs: " + why);
           continue;
         }
+      } else if (is_group_query_attention(v)) {
+        // Claimed where the device's backend runs the mapped params; else left to ORT's own kernel.
+        AttentionParams probe;
+        const Device device{ep->device_.kind(), ep->ordinal_};
+        std::string why = translate_group_query_attention(node, v, device, &cfg, &probe);
+        if (why.empty()) why = supports(probe);
+        if (!why.empty()) {
+          ep->log(ORT_LOGGING_LEVEL_INFO, "GroupQueryAttention node '" + v.name + "' left to other EPs: " + why);
+          continue;
+        }
+        FASTATTN_RETURN_IF_ERROR(add_node(support, node));
+        continue;
       } else {
         continue;
       }
@@ -162,14 +177,27 @@ OrtStatus* ORT_API_CALL Ep::CompileImpl(OrtEp* this_ptr, const OrtGraph** graphs
       auto info = std::make_unique<ComputeInfo>(ep->device_, ep->ordinal_);
       NodeConfig& cfg = info->cfg;
       TensorDesc in[core::kNumInputs];
+      AttentionParams probe;
+      const Device device{ep->device_.kind(), ep->ordinal_};
       const std::string why = is_fast_attention(v) ? translate_fast_attention(node, v, &cfg, in)
-                                                    : translate_onnx_attention(node, v, &cfg, in);
+                              : is_group_query_attention(v)
+                                  ? translate_group_query_attention(node, v, device, &cfg, &probe)
+                                  : translate_onnx_attention(node, v, &cfg, in);
       if (!why.empty()) return make_error(core::node_error(v.op_type, v.name, why));
       // The fused node lists each distinct value once; find the node's inputs/outputs by name.
-      for (int& idx : cfg.input_index)
-        if (idx >= 0) idx = index_of(fused.input_names, v.input_names[idx]);
-      for (int& idx : cfg.output_index)
-        if (idx >= 0) idx = index_of(fused.output_names, v.output_names[idx]);
+      auto remap = [&](int* begin, int* end, const std::vector<std::string>& node_names,
+                       const std::vector<std::string>& fused_names) {
+        for (int* idx = begin; idx != end; ++idx)
+          if (*idx >= 0) *idx = index_of(fused_names, node_names[*idx]);
+      };
+      remap(std::begin(cfg.input_index), std::end(cfg.input_index), v.input_names, fused.input_names);
+      remap(std::begin(cfg.output_index), std::end(cfg.output_index), v.output_names, fused.output_names);
+      if (cfg.gqa) {
+        auto gqa = std::make_shared<GqaConfig>(*cfg.gqa);
+        remap(std::begin(gqa->input_index), std::end(gqa->input_index), v.input_names, fused.input_names);
+        remap(std::begin(gqa->output_index), std::end(gqa->output_index), v.output_names, fused.output_names);
+        cfg.gqa = gqa;
+      }
       infos[g] = info.release();
       if (ep_context_nodes) ep_context_nodes[g] = nullptr;
     }

@@ -1,5 +1,5 @@
 // The OrtEp of "FastAttentionEP": claims FastAttention nodes and exactly-reproducible ONNX
-// Attention nodes one by one (GetCapability) where the backend of its device runs them, and
+// Attention and com.microsoft::GroupQueryAttention nodes (gqa_node.h) one by one (GetCapability) where the backend of its device runs them, and
 // compiles each into a call of the kernel dispatch on that device. On an accelerator it also
 // brings its own Memcpy kernels (kernel registry) and a real Sync.
 #pragma once

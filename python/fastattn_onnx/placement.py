@@ -71,7 +71,8 @@ def node_placement(model, providers=(EP_NAME, "CPUExecutionProvider"), inputs: d
 
 
 # What FastAttentionEP can take: only these nodes can hide behind its fused-node names.
-_EP_OP_TYPES = {(OP_DOMAIN, OP_TYPE), ("", "Attention"), ("ai.onnx", "Attention")}
+_EP_OP_TYPES = {(OP_DOMAIN, OP_TYPE), ("", "Attention"), ("ai.onnx", "Attention"),
+                ("com.microsoft", "GroupQueryAttention")}
 
 
 def _unfuse(placement: dict[str, str], node_names: list[str], claimable: list[str]) -> dict[str, str]:
