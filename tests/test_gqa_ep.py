@@ -308,8 +308,19 @@ DECLINED = [
 ]
 
 
+def _schema_inputs() -> set[str]:
+    """The inputs the installed onnxruntime's GroupQueryAttention schema has (they grow by version)."""
+    from onnxruntime.capi import _pybind_state as C
+
+    return {i.name for s in C.get_all_operator_schema()
+            if s.name == "GroupQueryAttention" and s.domain == "com.microsoft" for i in s.inputs}
+
+
 @pytest.mark.parametrize("name,model_kw,reason", DECLINED, ids=[c[0] for c in DECLINED])
 def test_declined_gqa_logs_the_reason(name, model_kw, reason, capfd):
+    missing = [n for n, *_ in model_kw.get("extra_inputs", []) if n not in _schema_inputs()]
+    if missing:
+        pytest.skip(f"onnxruntime {ort.__version__}'s GroupQueryAttention has no input {missing[0]}")
     logged = _declined(gqa_model(**model_kw), capfd)
     assert reason in logged, logged or "nothing logged about the node"
 
