@@ -82,18 +82,35 @@ const DeviceInfo& device_info(int ordinal) {
   return cache.emplace(ordinal, info).first->second;
 }
 
-// Which traits family runs on a compute capability: 80 (sm_80 and newer), 75, or 0 (none yet).
+// Which traits family runs on a compute capability: 80 (sm_80 and newer), 75 (Turing), 70 (Volta:
+// sm_70 V100, sm_72 Xavier; float16 only), or 0 (none).
 int family_of(int cc) {
-  int f = cc >= 80 ? 80 : cc >= 75 ? 75 : 0;
+  int f = cc >= 80 ? 80 : cc >= 75 ? 75 : cc >= 70 ? 70 : 0;
 #if defined(FASTATTN_CUDA_ALL_TRAITS)
-  // Test builds compile every traits for every architecture: FASTATTN_CUDA_TRAITS=75 runs the
-  // sm_75 traits on a newer GPU.
+  // Test builds compile every traits for every architecture: FASTATTN_CUDA_TRAITS=75 (or 70) runs
+  // the sm_75 (sm_70) traits on a newer GPU.
   if (const char* force = std::getenv("FASTATTN_CUDA_TRAITS")) {
     const int want = std::atoi(force);
-    if ((want == 75 || want == 80) && want <= f) f = want;
+    if ((want == 70 || want == 75 || want == 80) && want <= f) f = want;
   }
 #endif
   return f;
+}
+
+// Whether this build carries Volta code a device of compute capability cc (7.0 or 7.2) can run:
+// sm_70 SASS runs on 7.x devices of the same or a newer minor version. CUDA 13 cannot compile for
+// Volta, so a default build has none; __CUDA_ARCH_LIST__ (nvcc >= 11.5) lists this file's targets,
+// the same as the kernels' in every build here.
+bool volta_code_in_build(int cc) {
+#if defined(__CUDA_ARCH_LIST__)
+  constexpr int archs[] = {__CUDA_ARCH_LIST__};
+  for (int a : archs)
+    if (a >= 700 && a < 750 && a <= cc * 10) return true;
+  return false;
+#else
+  (void)cc;
+  return true;
+#endif
 }
 
 constexpr int64_t kMaxGridYZ = 65535;
@@ -116,11 +133,16 @@ std::string supports(const AttentionParams& p) {
   if (!dev.error.empty()) return dev.error;
   const int family = family_of(dev.cc);
   if (family == 0)
-    return "the CUDA kernel needs compute capability 7.5 or newer (Turing); device " + s(p.device.ordinal) + " (" +
+    return "the CUDA kernel needs compute capability 7.0 or newer (Volta); device " + s(p.device.ordinal) + " (" +
            dev.name + ") is " + s(dev.cc / 10) + "." + s(dev.cc % 10);
+  if (family == 70 && dev.cc < 75 && !volta_code_in_build(dev.cc))
+    return "this build has no Volta kernels (CUDA 13 cannot compile for sm_70; build with CUDA 11.8 or 12.x and 70 in "
+           "the CUDA architectures); device " + s(p.device.ordinal) + " (" + dev.name + ") is " + s(dev.cc / 10) + "." +
+           s(dev.cc % 10);
   if (p.dtype == ElemType::kBFloat16 && family < 80)
     return "bfloat16 needs the sm_80 kernels (compute capability 8.0 or newer); device " + s(p.device.ordinal) + " (" +
-           dev.name + ", compute capability " + s(dev.cc / 10) + "." + s(dev.cc % 10) + ") runs the sm_75 kernels";
+           dev.name + ", compute capability " + s(dev.cc / 10) + "." + s(dev.cc % 10) + ") runs the sm_" +
+           s(family) + " kernels";
 
   // Sizes may be 0 at session creation (not known yet): only known sizes are checked.
   if (p.head_dim > 0 && p.head_dim_v > 0 && p.head_dim != p.head_dim_v)
@@ -278,7 +300,10 @@ std::string describe() {
     const int f = family_of(d.cc);
     s += "device " + std::to_string(i) + " " + d.name + " (sm_" + std::to_string(d.cc) + "): " +
          (f == 80 ? "sm80 traits (mma.sync m16n8k16, ldmatrix, cp.async)"
-                  : f == 75 ? "sm75 traits (mma.sync m16n8k8, ldmatrix, register-staged loads)" : "not supported");
+                  : f == 75 ? "sm75 traits (mma.sync m16n8k8, ldmatrix, register-staged loads)"
+                  : f == 70 && d.cc < 75 && !volta_code_in_build(d.cc) ? "not supported (no sm_70 code in this build)"
+                  : f == 70 ? "sm70 traits (mma.sync m8n8k4 quad pairs, plain shared loads, register-staged loads; float16 and float32)"
+                            : "not supported");
   }
   return s + "; " + heads;
 }

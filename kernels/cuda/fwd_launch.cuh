@@ -166,6 +166,10 @@ void run_fwd(const FwdParams& p, int family, cudaStream_t stream) {
       launch_traits<Sm75Traits<Element, kHeadDim>>(p, stream);
       return;
     }
+    if (family == 70) {  // Volta: float16 only, no decode tiles (the full tile runs decode too)
+      launch_traits<Sm70Traits<Element, kHeadDim>>(p, stream);
+      return;
+    }
   }
   throw std::runtime_error("fastattn CUDA: no kernel traits for architecture family " + std::to_string(family));
 }
@@ -173,7 +177,10 @@ void run_fwd(const FwdParams& p, int family, cudaStream_t stream) {
 template <class Element, int kHeadDim>
 int smem_bytes(int family) {
   if (family >= 80) return Sm80Traits<Element, kHeadDim>::kSmemBytes;
-  if constexpr (std::is_same_v<Element, cutlass::half_t>) return Sm75Traits<Element, kHeadDim>::kSmemBytes;
+  if constexpr (std::is_same_v<Element, cutlass::half_t>) {
+    if (family == 70) return Sm70Traits<Element, kHeadDim>::kSmemBytes;
+    return Sm75Traits<Element, kHeadDim>::kSmemBytes;
+  }
   return 0;
 }
 

@@ -254,3 +254,6 @@ struct Sm75Traits
 };
 
 }  // namespace fastattn::cuda
+
+// Volta (sm_70/72) traits: their own TileConfig<70, D>, fragments and shared-memory layouts.
+#include "kernel_traits_sm70.cuh"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the CUDA backend's stand-alone driver (kernels/cuda/tests/cuda_check) with nvcc alone
 # (no CMake, Python or ONNX Runtime, no network) and, unless --build-only, runs on the GPU:
-#   1. the numerics grid with the sm80 traits, then the float16 grid again with the sm75 traits
+#   1. the numerics grid with the sm80 traits, then the float16 grid again with the sm75 and the
+#      sm70 traits (sm_70's m8n8k4 runs emulated on newer GPUs: checks numerics, not speed)
 #      (the driver build compiles every traits for every architecture, FASTATTN_CUDA_ALL_TRAITS)
-#   2. compute-sanitizer memcheck and racecheck on the small grid (cuda_check --small)
+#   2. compute-sanitizer memcheck and racecheck on the small grid (cuda_check --small), each traits
 #   3. the benchmark (cuda_check bench)
 # Usage: build_check.sh [--arch sm_90[,sm_80,...]] [--dims "32 64 96 128 256"] [--jobs N]
 #                       [--build DIR] [--cutlass DIR] [--build-only] [--no-check] [--no-sanitizer] [--no-bench]
@@ -110,9 +111,10 @@ rm -f "$LOGS/check.log" "$LOGS/sanitizer.log" "$LOGS/bench.log"
 if [ $CHECK = 1 ]; then
   run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits 80
   run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits 75
+  run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits 70
 fi
 if [ $SANITIZE = 1 ]; then
-  for tr in 80 75; do
+  for tr in 80 75 70; do
     run sanitizer 600 compute-sanitizer --tool memcheck --error-exitcode 1 "$BUILD/cuda_check" --small --dims 64,128 --traits $tr
     run sanitizer 600 compute-sanitizer --tool racecheck --error-exitcode 1 "$BUILD/cuda_check" --small --dims 64,128 --traits $tr
   done

@@ -1,11 +1,11 @@
 // Stand-alone correctness and timing driver of the CUDA backend, without Python or ONNX Runtime:
 // it calls fastattn::attention_forward (dispatch.h) with Device{kCuda, 0} and a stream, exactly
 // as the EP does.
-//   cuda_check [--small] [--long] [--traits 75|80] [--dims 64,128]
+//   cuda_check [--small] [--long] [--traits 70|75|80] [--dims 64,128]
 //                                                           numerics grid; exit status 1 on failure
 //                                                           (--long adds S = 32768 cases, checked on
 //                                                           64 sampled query rows)
-//   cuda_check bench [--traits 75|80] [--reps 20] [--shape B,H,S,D,causal]... [--fp16]
+//   cuda_check bench [--traits 70|75|80] [--reps 20] [--shape B,H,S,D,causal]... [--fp16]
 //                                                           TFLOP/s of the benchmark shapes
 // Every case draws fresh unit-variance inputs, poisons the outputs with NaN, runs, and compares
 // with a float64 reference on the host computed from the same (rounded) inputs. float32 cases run
@@ -460,13 +460,14 @@ Result run_and_compare(Problem& P, cudaStream_t stream, double tol) {
   return r;
 }
 
+// sm75: traits without bfloat16 (the sm_75 and sm_70 families).
 std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75, bool long_cases) {
   std::vector<Case> out;
   const MaskType B = MaskType::kBool, I32 = MaskType::kInt32, I64 = MaskType::kInt64;
   const ElemType F16 = ElemType::kFloat16, BF16 = ElemType::kBFloat16, F32 = ElemType::kFloat32;
   for (ElemType t : {F16, BF16, F32})
     for (int d : dims) {
-      if (sm75 && t == BF16) continue;  // sm_75 has no bfloat16 tensor cores
+      if (sm75 && t == BF16) continue;  // sm_75 and sm_70 have no bfloat16 tensor cores
       auto add = [&](const char* name, int b, int h, int kvh, int sq, int skv, int past, bool causal, int window,
                      int mask, MaskType mt, int bias, float cap, Layout l, bool present) {
         out.push_back(Case{name, t, b, h, kvh, sq, skv, past, d, d, causal, window, mask, mt, bias, cap, l, present});
@@ -583,7 +584,7 @@ int check(bool small, bool long_cases, const std::vector<int>& dims, const char*
   std::mt19937 rng(20261202);
   int fails = 0, runs = 0;
   double worst[3] = {0, 0, 0};  // by ElemType: fp32, fp16, bf16
-  for (const Case& c : make_cases(dims, small, std::string(traits) == "75", long_cases)) {
+  for (const Case& c : make_cases(dims, small, std::string(traits) == "75" || std::string(traits) == "70", long_cases)) {
     Problem P;
     P.c = c;
     setup(P, rng);
@@ -640,7 +641,7 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
   CK(cudaEventCreate(&e1));
   uint64_t seed = 1;
   for (ElemType t : types) {
-    if (t == ElemType::kBFloat16 && std::string(traits) == "75") continue;
+    if (t == ElemType::kBFloat16 && (std::string(traits) == "75" || std::string(traits) == "70")) continue;
     for (const Shape& s : shapes) {
       const size_t n = size_t(s.b) * s.h * s.s * s.d;
       uint16_t* buf[4];
@@ -717,7 +718,7 @@ int main(int argc, char** argv) {
       if (v.size() != 5) { std::fprintf(stderr, "--shape B,H,S,D,causal\n"); return 2; }
       shapes.push_back(Shape{v[0], v[1], v[2], v[3], v[4] != 0});
     } else if (a == "--fp16") types = {ElemType::kFloat16};
-    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--fp16]] [--small] [--long] [--traits 75|80] [--reps N] [--dims 64,128]\n"); return 2; }
+    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--fp16]] [--small] [--long] [--traits 70|75|80] [--reps N] [--dims 64,128]\n"); return 2; }
   }
   setenv("FASTATTN_CUDA_TRAITS", traits, 1);
   if (dims.empty()) dims = {64, 128};
