@@ -22,11 +22,13 @@ def from_4d(x: np.ndarray, rank: int) -> np.ndarray:
     return x.transpose(0, 2, 1, 3).reshape(b, s, h * d)
 
 
-def visible_keys(s_q: int, s_total: int, causal: bool, window_size: int) -> np.ndarray:
-    """[S_q, S_total] bool: the structural (causal/window) part of the tiling-mask."""
-    i = np.arange(s_q)[:, None] + (s_total - s_q)
+def visible_keys(s_q: int, s_total: int, causal: bool, window_size: int, rows=None) -> np.ndarray:
+    """[S_q, S_total] bool: the structural (causal/window) part of the tiling-mask; with `rows`
+    (query row indices), only those rows: [len(rows), S_total]."""
+    rows = np.arange(s_q) if rows is None else np.asarray(rows)
+    i = rows[:, None] + (s_total - s_q)
     j = np.arange(s_total)[None, :]
-    vis = np.ones((s_q, s_total), dtype=bool)
+    vis = np.ones((len(rows), s_total), dtype=bool)
     if causal:
         vis &= j <= i
     if window_size is not None and window_size > 0:

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fastattn_onnx import _kernels  # noqa: E402
+from reference import visible_keys  # noqa: E402
 
 import torch  # noqa: E402  (the test modules importorskip it first)
 
@@ -84,15 +85,7 @@ def reference_rows(q4, k4, v4, rows=None, *, scale=None, causal=False, window_si
     rows = np.arange(s_q) if rows is None else np.asarray(rows)
     r = len(rows)
     scale = 1.0 / np.sqrt(d) if scale is None else float(scale)
-    i = (rows + (s_total - s_q))[:, None]
-    j = np.arange(s_total)[None, :]
-    structural = np.ones((r, s_total), dtype=bool)
-    if causal:
-        structural &= j <= i
-    if window_size is not None and window_size > 0:
-        structural &= (i - j) < window_size
-        if not causal:
-            structural &= (j - i) < window_size
+    structural = visible_keys(s_q, s_total, causal, window_size, rows=rows)
     bias = None if attn_bias is None else np.broadcast_to(np.asarray(attn_bias), (b, n, s_q, s_total))
     out = np.empty((b, n, r, dv))
     # One (batch, kv head) at a time: its query heads' rows against its keys, in float64.
