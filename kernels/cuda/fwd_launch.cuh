@@ -167,6 +167,13 @@ void run_fwd(const FwdParams& p, int family, cudaStream_t stream) {
       return;
     }
     if (family == 70) {  // Volta: float16 only, no decode tiles (the full tile runs decode too)
+#if defined(FASTATTN_CUDA_ALL_TRAITS)
+      // The bank-conflict baseline (kernel_traits_sm70.cuh), for the driver's ncu comparison.
+      if (const char* s = std::getenv("FASTATTN_CUDA_SM70_SMEM"); s && std::string(s) == "plain") {
+        launch_traits<Sm70Traits<Element, kHeadDim, sm70::SmemScheme::kPlainRowMajor>>(p, stream);
+        return;
+      }
+#endif
       launch_traits<Sm70Traits<Element, kHeadDim>>(p, stream);
       return;
     }

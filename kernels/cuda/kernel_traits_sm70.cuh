@@ -99,22 +99,32 @@ template <> struct TileConfig<70, 256> { static constexpr int kBlockM = 64, kBlo
 
 namespace sm70 {
 
+// The shared-memory scheme. kConflictFree is the design above. kPlainRowMajor (unpadded rows,
+// atoms in CuTe's natural order) is the baseline the bank-conflict counters are compared against
+// (issue 17); only the stand-alone driver's builds (FASTATTN_CUDA_ALL_TRAITS) instantiate it.
+enum class SmemScheme { kConflictFree, kPlainRowMajor };
+
 // Row-major (rows, cols) with the row stride padded by kPad halfs (see above).
 template <int kRows, int kCols, int kPad = 8>
 using PaddedRowMajor = Layout<Shape<Int<kRows>, Int<kCols>>, Stride<Int<kCols + kPad>, _1>>;
 
+// atom (m0, w), n0 -> atom index m0 + 2 n0 + 4 w: warp w owns 2 x 2 atoms
 template <int kNWarps>
-using TiledMma = TiledMMA<MMA_Atom<SM70_8x8x4_F32F16F16F32_TN>,
-                          // atom (m0, w), n0 -> atom index m0 + 2 n0 + 4 w: warp w owns 2 x 2 atoms
-                          Layout<Shape<Shape<_2, Int<kNWarps>>, _2, _1>, Stride<Stride<_1, _4>, _2, _0>>,
-                          Tile<Layout<Shape<_4, _2, _2, Int<kNWarps>>, Stride<_1, _8, _4, _16>>,  // PermM
-                               Layout<Shape<_4, _2, _2>, Stride<_1, _8, _4>>,                     // PermN
-                               _4>>;
+using AtomLayout = Layout<Shape<Shape<_2, Int<kNWarps>>, _2, _1>, Stride<Stride<_1, _4>, _2, _0>>;
 
-template <class TiledMma_, int kBlockM, int kBlockN>
+template <int kNWarps, SmemScheme kScheme>
+using TiledMma = std::conditional_t<
+    kScheme == SmemScheme::kConflictFree,
+    TiledMMA<MMA_Atom<SM70_8x8x4_F32F16F16F32_TN>, AtomLayout<kNWarps>,
+             Tile<Layout<Shape<_4, _2, _2, Int<kNWarps>>, Stride<_1, _8, _4, _16>>,  // PermM
+                  Layout<Shape<_4, _2, _2>, Stride<_1, _8, _4>>,                     // PermN
+                  _4>>,
+    TiledMMA<MMA_Atom<SM70_8x8x4_F32F16F16F32_TN>, AtomLayout<kNWarps>>>;
+
+template <class TiledMma_, int kBlockM, int kBlockN, int kPadP>
 struct QuadPairFragments {
-  // P scratch: (kBlockM, kBlockN) halfs, row stride kBlockN + 4 (8-byte reads need 8-byte rows).
-  using SmemLayoutP = PaddedRowMajor<kBlockM, kBlockN, 4>;
+  // P scratch: (kBlockM, kBlockN) halfs, row stride kBlockN + kPadP (4: 8-byte reads need 8-byte rows).
+  using SmemLayoutP = PaddedRowMajor<kBlockM, kBlockN, kPadP>;
   static constexpr int kSmemScratchBytes = int(cosize(SmemLayoutP{}) * 2);
 
   // (V = (2,2,2), MMA_M, MMA_N) -> ((v1, MMA_M) rows, ((v0, v2), MMA_N) columns): with
@@ -161,7 +171,7 @@ struct QuadPairFragments {
 
 }  // namespace sm70
 
-template <class Element_, int kHeadDim_>
+template <class Element_, int kHeadDim_, sm70::SmemScheme kScheme = sm70::SmemScheme::kConflictFree>
 struct Sm70Traits {
   static_assert(std::is_same_v<Element_, cutlass::half_t>, "Volta tensor cores take float16 only");
   using Element = Element_;
@@ -175,10 +185,11 @@ struct Sm70Traits {
   static constexpr int kArchMin = 700, kArchMax = 750;
   static constexpr const char* kName = "sm70 (mma.sync m8n8k4 quad pairs, plain shared loads, register-staged loads)";
 
-  using TiledMma = sm70::TiledMma<kNWarps>;
+  static constexpr bool kConflictFree = kScheme == sm70::SmemScheme::kConflictFree;
+  using TiledMma = sm70::TiledMma<kNWarps, kScheme>;
 
-  using SmemLayoutQ = sm70::PaddedRowMajor<kBlockM, kHeadDim>;
-  using SmemLayoutKV = sm70::PaddedRowMajor<kBlockN, kHeadDim>;
+  using SmemLayoutQ = sm70::PaddedRowMajor<kBlockM, kHeadDim, kConflictFree ? 8 : 0>;
+  using SmemLayoutKV = sm70::PaddedRowMajor<kBlockN, kHeadDim, kConflictFree ? 8 : 0>;
   // V read as V^T (kHeadDim x kBlockN) for the B operand of P @ V: same bytes, transposed view.
   using SmemLayoutVt = decltype(composition(SmemLayoutKV{}, make_layout(Shape<Int<kHeadDim>, Int<kBlockN>>{}, GenRowMajor{})));
   using SmemLayoutO = SmemLayoutQ;
@@ -196,7 +207,7 @@ struct Sm70Traits {
                                                  Layout<Shape<_1, _8>>{}));
   using GmemTiledCopyO = GmemTiledCopy;
   using Loader = RegStagedLoader;
-  using Fragments = sm70::QuadPairFragments<TiledMma, kBlockM, kBlockN>;
+  using Fragments = sm70::QuadPairFragments<TiledMma, kBlockM, kBlockN, kConflictFree ? 4 : 0>;
 
   static constexpr int kSmemBytes =
       int((cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * sizeof(Element)) + Fragments::kSmemScratchBytes;
