@@ -107,7 +107,15 @@ OrtStatus* compute_attention(const NodeConfig& cfg, const DevicePlumbing& device
     }
     AttentionParams p;
     std::string rule = core::fill_params(cfg.attrs, in, out, launch.device, &p);
-    if (rule.empty()) rule = attention_forward(p, launch);
+    if (rule.empty()) {
+      // A device failure (an exception from the backend) names the node too. ORT_FAIL, as before:
+      // EP_FAIL would make onnxruntime's Python API rerun the session on the CPU EP quietly.
+      try {
+        rule = attention_forward(p, launch);
+      } catch (const std::exception& e) {
+        return make_error(core::node_error(cfg.op_type, cfg.name, e.what()), ORT_FAIL);
+      }
+    }
     if (!rule.empty()) return fail(rule);
     return nullptr;
   });

@@ -88,7 +88,7 @@ std::string provider_option(const OrtSessionOptions* options, const char* key) {
   return value;
 }
 
-// What the provider options ask for: "device" (cpu, cuda) and "device_id" (a CUDA ordinal).
+// What the provider options ask for: "device" (cpu, cuda, npu) and "device_id" (a CUDA or NPU ordinal).
 struct DeviceRequest {
   bool any_kind = true;
   DeviceKind kind = DeviceKind::kCpu;
@@ -102,9 +102,10 @@ OrtStatus* read_request(const OrtSessionOptions* options, DeviceRequest* r) {
   if (!device.empty()) {
     if (device == "cpu") r->kind = DeviceKind::kCpu;
     else if (device == "cuda" || device == "gpu") r->kind = DeviceKind::kCuda;
+    else if (device == "npu" || device == "ascend") r->kind = DeviceKind::kNpu;
     else
       return make_error(std::string(kEpName) + ": provider option device='" + device +
-                        "' is not one of 'cpu', 'cuda' (or 'gpu')");
+                        "' is not one of 'cpu', 'cuda' (or 'gpu'), 'npu' (or 'ascend')");
     r->any_kind = false;
     r->text = "device=" + device;
   }
@@ -118,7 +119,7 @@ OrtStatus* read_request(const OrtSessionOptions* options, DeviceRequest* r) {
     }
     if (used != id.size() || ordinal < 0)
       return make_error(std::string(kEpName) + ": provider option device_id='" + id +
-                        "' is not a CUDA device number (0, 1, ...)");
+                        "' is not a device number (0, 1, ...)");
     r->ordinal = ordinal;
     r->text += (r->text.empty() ? "" : ", ") + std::string("device_id=") + id;
   }

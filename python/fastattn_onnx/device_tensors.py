@@ -172,6 +172,15 @@ def attention(query, key, value, *, num_heads=None, kv_num_heads=None, scale=Non
     preallocated outputs; giving a present returns (out, present_key, present_value) as
     return_present=True does.
     """
+    if type(query).__module__.startswith("torch") and getattr(query.device, "type", None) == "npu":
+        # Ascend NPU: torch_npu's fused operator with the plan of the EP's NPU device (ascend.py; never run).
+        from .ascend import attention_npu
+
+        return attention_npu(query, key, value, num_heads=num_heads, kv_num_heads=kv_num_heads, scale=scale,
+                             causal=causal, window_size=window_size, softcap=softcap, attn_bias=attn_bias,
+                             key_padding_mask=key_padding_mask, past_key=past_key, past_value=past_value,
+                             return_present=return_present, out=out, present_key=present_key,
+                             present_value=present_value)
     if is_device_tensor(query):
         if dtype is not None:
             raise ValueError("dtype= applies to host arrays only (torch tensors carry bfloat16)")

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ascend/fia_plan.h"
 #include "cpu/cpu_attention.h"
 #include "cpu/thread_pool.h"
 #include "dispatch.h"
@@ -291,6 +292,111 @@ py::list infer_outputs(const py::dict& attributes, const std::vector<std::option
   return result;
 }
 
+// The Ascend plan (kernels/ascend/fia_plan.h) for a node described by shapes, as the EP's NPU
+// backend would make it: inputs are None or (dtype name, dims[, element strides]); the contract
+// checks them and fills AttentionParams (device NPU, placeholder pointers: nothing is read).
+// key_visible ([B, S_total], nonzero = visible) and kv_len carry the data the plan reads.
+// Returns {"reason": ""} plus the plan's fields, or {"reason": why the operator declines}.
+py::dict ascend_plan(const py::dict& attributes, const std::vector<std::optional<py::tuple>>& inputs,
+                     bool return_present, std::optional<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>> key_visible,
+                     std::optional<std::vector<int32_t>> kv_len, bool allow_low_precision,
+                     const std::string& low_precision_dtype) {
+  static char placeholder;  // marks a present tensor; never read
+  const core::OpAttributes attrs = read_attributes(attributes);
+  TensorArg in[core::kNumInputs], out[core::kNumOutputs];
+  TensorDesc in_desc[core::kNumInputs], out_desc[core::kNumOutputs];
+  for (size_t i = 0; i < inputs.size() && i < core::kNumInputs; ++i) {
+    if (!inputs[i]) continue;
+    const py::tuple& t = *inputs[i];
+    in[i].desc.present = true;
+    in[i].desc.dtype = dtype_named(t[0].cast<std::string>());
+    in[i].desc.dims = t[1].cast<std::vector<int64_t>>();
+    in[i].desc.rank = static_cast<int>(in[i].desc.dims.size());
+    if (t.size() > 2 && !t[2].is_none()) in[i].strides = t[2].cast<std::vector<int64_t>>();
+    if (!in[i].strides.empty() && in[i].strides.size() != in[i].desc.dims.size())
+      throw py::value_error(std::string(core::kInputNames[i]) + " strides do not match its rank");
+    in[i].data = &placeholder;
+    in_desc[i] = in[i].desc;
+  }
+  if (auto rule = core::infer_outputs(attrs, in_desc, out_desc); rule.broken()) raise(rule);
+  for (int i = 0; i < core::kNumOutputs; ++i) {
+    if (i != core::kOutput && !return_present) continue;
+    out[i].desc = out_desc[i];
+    out[i].data = &placeholder;
+  }
+  fastattn::AttentionParams p;
+  if (std::string rule = core::fill_params(attrs, in, out, fastattn::Device{fastattn::DeviceKind::kNpu, 0}, &p);
+      !rule.empty())
+    throw py::value_error(rule);
+  namespace ascend = fastattn::ascend;
+  ascend::PlanInputs plan_in;
+  plan_in.allow_low_precision = allow_low_precision;
+  if (low_precision_dtype == "bfloat16") plan_in.low_precision_type = fastattn::ElemType::kBFloat16;
+  else if (low_precision_dtype != "float16") throw py::value_error("low_precision_dtype must be float16 or bfloat16");
+  if (key_visible) {
+    if (!p.key_padding_mask) throw py::value_error("key_visible is given but the node has no key_padding_mask");
+    if (key_visible->size() != p.batch * p.seq_total())
+      throw py::value_error("key_visible must be [B, S_total] = [" + std::to_string(p.batch) + ", " +
+                            std::to_string(p.seq_total()) + "]");
+    plan_in.key_visible.assign(key_visible->data(), key_visible->data() + key_visible->size());
+    for (uint8_t& v : plan_in.key_visible) v = v != 0;
+  } else if (p.key_padding_mask) {
+    throw py::value_error("the plan reads key_padding_mask's values: pass key_visible");
+  }
+  if (kv_len) {
+    if (static_cast<int64_t>(kv_len->size()) != p.batch) throw py::value_error("kv_len must hold one entry per batch");
+    plan_in.kv_len = *kv_len;
+    p.kv_len = plan_in.kv_len.data();  // host memory: the plan only asks whether it is given
+  }
+  ascend::FiaPlan plan;
+  py::dict d;
+  const std::string why = ascend::make_plan(p, plan_in, &plan);
+  if (why.rfind("plan:", 0) == 0) throw py::value_error(why);
+  d["reason"] = why;
+  if (!why.empty()) return d;
+  d["input_layout"] = plan.input_layout;
+  d["num_heads"] = plan.num_heads;
+  d["num_key_value_heads"] = plan.num_key_value_heads;
+  d["scale_value"] = plan.scale_value;
+  d["pre_tokens"] = plan.pre_tokens;
+  d["next_tokens"] = plan.next_tokens;
+  d["sparse_mode"] = plan.sparse_mode;
+  d["inner_precise"] = plan.inner_precise;
+  d["actual_seq_lengths"] = plan.actual_seq_lengths;
+  d["actual_seq_lengths_kv"] = plan.actual_seq_lengths_kv;
+  d["kv_padding_size"] = plan.has_kv_padding_size ? py::object(py::int_(plan.kv_padding_size)) : py::object(py::none());
+  const char* masks[] = {"none", "compressed", "explicit"};
+  d["mask"] = masks[static_cast<int>(plan.mask)];
+  d["mask_shape"] = plan.mask_shape;
+  if (plan.mask == ascend::MaskKind::kExplicit) {
+    const std::vector<uint8_t> m = ascend::explicit_mask(p, plan_in);
+    py::array_t<uint8_t> a(plan.mask_shape);
+    std::copy(m.begin(), m.end(), a.mutable_data());
+    d["explicit_mask"] = a;
+  }
+  d["pse_shape"] = plan.has_pse ? py::object(py::cast(plan.pse_shape)) : py::object(py::none());
+  d["pse_copy"] = plan.pse_copy;
+  d["write_present"] = plan.write_present;
+  const char* sources[] = {"inputs", "present", "scratch"};
+  d["kv_source"] = sources[static_cast<int>(plan.kv_source)];
+  d["compute_dtype"] = fastattn::elem_name(plan.compute_dtype);
+  d["cast_inputs"] = plan.cast_inputs;
+  d["query_shape"] = plan.query_shape;
+  d["key_shape"] = plan.key_shape;
+  d["value_shape"] = plan.value_shape;
+  d["out_shape"] = plan.out_shape;
+  d["zero_out_batches"] = plan.zero_out_batches;
+  d["describe"] = ascend::describe(plan);
+  return d;
+}
+
+py::array_t<uint8_t> ascend_compressed_mask() {
+  const std::vector<uint8_t> m = fastattn::ascend::compressed_causal_mask();
+  py::array_t<uint8_t> a({fastattn::ascend::kCompressedMaskSize, fastattn::ascend::kCompressedMaskSize});
+  std::copy(m.begin(), m.end(), a.mutable_data());
+  return a;
+}
+
 py::dict op_contract() {
   py::dict attributes;
   for (const auto& spec : core::kAttributeSpecs) {
@@ -334,6 +440,14 @@ PYBIND11_MODULE(_kernels, m) {
         "on `stream` (an integer handle); fastattn_onnx.attention calls it for CUDA tensors.");
   m.def("infer_outputs", &infer_outputs, py::arg("attributes"), py::arg("inputs"),
         "The op contract's output types and shapes (used by the ONNX schema's shape inference)");
+  m.def("ascend_plan", &ascend_plan, py::arg("attributes"), py::arg("inputs"), py::arg("return_present") = false,
+        py::arg("key_visible") = py::none(), py::arg("kv_len") = py::none(), py::arg("allow_low_precision") = false,
+        py::arg("low_precision_dtype") = "float16",
+        "The Ascend aclnnFusedInferAttentionScore plan (kernels/ascend/fia_plan.h) for a node given by shapes:\n"
+        "inputs as infer_outputs takes them, optionally with element strides; a dict with reason == '' and the\n"
+        "plan's fields, or reason = why the operator cannot compute the node exactly.");
+  m.def("ascend_compressed_mask", &ascend_compressed_mask,
+        "The 2048 x 2048 uint8 triu(1) mask the operator's sparse modes 2-4 take (1 = hidden)");
   m.def("op_contract", &op_contract, "The op's domain, type, version, EP name and attribute defaults");
   m.def("backends", &backends, "The kernel backends compiled in: (name, what it selected on this machine)");
   m.def("cpu_isa", &fastattn::cpu::selected_isa, "The vector ISA the CPU kernel selected on this machine");

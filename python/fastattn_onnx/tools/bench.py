@@ -218,6 +218,10 @@ def run(args) -> int:
         from .bench_gpu import run_gpu
 
         return run_gpu(args)
+    if args.target == "npu":
+        from .bench_npu import run_npu
+
+        return run_npu(args)
     from .bench_model import run_model_bench
 
     return run_model_bench(args.target, seq_len=args.seq_len, batch=args.batch, repeats=args.repeats,
@@ -226,8 +230,8 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="speed and memory against PyTorch SDPA and ONNX Runtime's own attention")
-    p.add_argument("target", help="'cpu' or 'gpu' for the kernel benchmarks, 'genai' for an onnxruntime-genai "
-                   "model folder (MODEL_DIR), or a model.onnx to time before/after convert")
+    p.add_argument("target", help="'cpu', 'gpu' or 'npu' for the kernel benchmarks, 'genai' for an "
+                   "onnxruntime-genai model folder (MODEL_DIR), or a model.onnx to time before/after convert")
     p.add_argument("model_dir", nargs="?", help="genai: the folder onnxruntime-genai's model builder wrote")
     p.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16", help="gpu: element type")
     p.add_argument("--threads", type=int, default=2)
