@@ -273,26 +273,10 @@ class AscendPlumbing final : public DevicePlumbing {
       const bool reused = hw != nullptr;
       if (!hw) FASTATTN_RETURN_IF_ERROR(create_hardware_device(npu, rt.soc_name, &hw));
 
-      OrtKeyValuePairs* metadata = nullptr;
-      OrtKeyValuePairs* options = nullptr;
-      ort().CreateKeyValuePairs(&metadata);
-      ort().CreateKeyValuePairs(&options);
-      ort().AddKeyValuePair(metadata, "fastattn.kernel", device_kind_name(kind()));
-      ort().AddKeyValuePair(metadata, "fastattn.ordinal", std::to_string(npu.ordinal).c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.npu.soc_name", rt.soc_name.c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.npu.cann_version", rt.cann_version.c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.hardware_device", reused ? "onnxruntime" : "created");
-      ort().AddKeyValuePair(options, "device_id", std::to_string(npu.ordinal).c_str());
-      OrtEpDevice* ep_device = nullptr;
-      OrtStatus* s = ort_ep().CreateEpDevice(factory, hw, metadata, options, &ep_device);
-      ort().ReleaseKeyValuePairs(metadata);
-      ort().ReleaseKeyValuePairs(options);
-      FASTATTN_RETURN_IF_ERROR(s);
-      if ((s = ort_ep().EpDevice_AddAllocatorInfo(ep_device, npu.memory_info))) {
-        ort_ep().ReleaseEpDevice(ep_device);
-        return s;
-      }
-      out->push_back(ep_device);
+      FASTATTN_RETURN_IF_ERROR(append_accelerator_ep_device(
+          factory, hw, reused, kind(), npu.ordinal,
+          {{"fastattn.npu.soc_name", rt.soc_name}, {"fastattn.npu.cann_version", rt.cann_version}}, npu.memory_info,
+          out));
       --room;
     }
     return nullptr;

@@ -293,29 +293,12 @@ class CudaPlumbing final : public DevicePlumbing {
       const bool reused = hw != nullptr;
       if (!hw) FASTATTN_RETURN_IF_ERROR(create_hardware_device(gpu, &hw));
 
-      OrtKeyValuePairs* metadata = nullptr;
-      OrtKeyValuePairs* options = nullptr;
-      ort().CreateKeyValuePairs(&metadata);
-      ort().CreateKeyValuePairs(&options);
-      ort().AddKeyValuePair(metadata, "fastattn.kernel", device_kind_name(kind()));
-      ort().AddKeyValuePair(metadata, "fastattn.ordinal", std::to_string(gpu.ordinal).c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.cuda.name", gpu.name.c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.cuda.compute_capability", gpu.compute_capability.c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.cuda.pci_bus_id", gpu.pci_bus_id.c_str());
-      ort().AddKeyValuePair(metadata, "fastattn.hardware_device", reused ? "onnxruntime" : "created");
-      // ORT's Python API picks a plugin EP's device for providers=[(name, {"device_id": N})] by this
-      // option, so that N is the CUDA ordinal.
-      ort().AddKeyValuePair(options, "device_id", std::to_string(gpu.ordinal).c_str());
-      OrtEpDevice* ep_device = nullptr;
-      OrtStatus* s = ort_ep().CreateEpDevice(factory, hw, metadata, options, &ep_device);
-      ort().ReleaseKeyValuePairs(metadata);
-      ort().ReleaseKeyValuePairs(options);
-      FASTATTN_RETURN_IF_ERROR(s);
-      if ((s = ort_ep().EpDevice_AddAllocatorInfo(ep_device, gpu.memory_info))) {
-        ort_ep().ReleaseEpDevice(ep_device);
-        return s;
-      }
-      out->push_back(ep_device);
+      FASTATTN_RETURN_IF_ERROR(append_accelerator_ep_device(
+          factory, hw, reused, kind(), gpu.ordinal,
+          {{"fastattn.cuda.name", gpu.name},
+           {"fastattn.cuda.compute_capability", gpu.compute_capability},
+           {"fastattn.cuda.pci_bus_id", gpu.pci_bus_id}},
+          gpu.memory_info, out));
       --room;
     }
     return nullptr;

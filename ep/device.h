@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dispatch.h"
@@ -76,6 +77,15 @@ const DevicePlumbing& cpu_plumbing();
 // device.copy() on the node's stream. Release the registry with OrtEpApi::ReleaseKernelRegistry.
 OrtStatus* create_memcpy_kernel_registry(const char* ep_name, const DevicePlumbing& device,
                                          OrtKernelRegistry** registry);
+
+// Appends the OrtEpDevice of accelerator `ordinal` on hardware device hw (reused: ONNX Runtime's
+// own, else one the kind created) with the metadata every kind carries ("fastattn.kernel",
+// "fastattn.ordinal", "fastattn.hardware_device") plus the kind's own `extra` pairs, the provider
+// option device_id = ordinal (ORT's Python API picks a plugin EP's device for
+// providers=[(name, {"device_id": N})] by it) and the allocator info of its memory.
+OrtStatus* append_accelerator_ep_device(OrtEpFactory* factory, const OrtHardwareDevice* hw, bool reused, DeviceKind kind,
+                                        int ordinal, const std::vector<std::pair<const char*, std::string>>& extra,
+                                        const OrtMemoryInfo* memory_info, std::vector<OrtEpDevice*>* out);
 
 // The device's name in messages: "CUDA device 0", "the CPU".
 std::string device_label(DeviceKind kind, int ordinal);

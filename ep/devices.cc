@@ -35,6 +35,31 @@ OrtStatus* DevicePlumbing::temporary(int, void*, size_t, std::shared_ptr<void>*)
   return make_error(std::string("no device memory on ") + device_kind_name(kind()), ORT_NOT_IMPLEMENTED);
 }
 
+OrtStatus* append_accelerator_ep_device(OrtEpFactory* factory, const OrtHardwareDevice* hw, bool reused, DeviceKind kind,
+                                        int ordinal, const std::vector<std::pair<const char*, std::string>>& extra,
+                                        const OrtMemoryInfo* memory_info, std::vector<OrtEpDevice*>* out) {
+  OrtKeyValuePairs* metadata = nullptr;
+  OrtKeyValuePairs* options = nullptr;
+  ort().CreateKeyValuePairs(&metadata);
+  ort().CreateKeyValuePairs(&options);
+  ort().AddKeyValuePair(metadata, "fastattn.kernel", device_kind_name(kind));
+  ort().AddKeyValuePair(metadata, "fastattn.ordinal", std::to_string(ordinal).c_str());
+  for (const auto& [key, value] : extra) ort().AddKeyValuePair(metadata, key, value.c_str());
+  ort().AddKeyValuePair(metadata, "fastattn.hardware_device", reused ? "onnxruntime" : "created");
+  ort().AddKeyValuePair(options, "device_id", std::to_string(ordinal).c_str());
+  OrtEpDevice* ep_device = nullptr;
+  OrtStatus* s = ort_ep().CreateEpDevice(factory, hw, metadata, options, &ep_device);
+  ort().ReleaseKeyValuePairs(metadata);
+  ort().ReleaseKeyValuePairs(options);
+  if (s) return s;
+  if ((s = ort_ep().EpDevice_AddAllocatorInfo(ep_device, memory_info))) {
+    ort_ep().ReleaseEpDevice(ep_device);
+    return s;
+  }
+  out->push_back(ep_device);
+  return nullptr;
+}
+
 std::string device_label(DeviceKind kind, int ordinal) {
   switch (kind) {
     case DeviceKind::kCpu: return "the CPU";
