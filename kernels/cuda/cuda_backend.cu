@@ -97,15 +97,16 @@ int family_of(int cc) {
   return f;
 }
 
-// Whether this build carries Volta code a device of compute capability cc (7.0 or 7.2) can run:
-// sm_70 SASS runs on 7.x devices of the same or a newer minor version. CUDA 13 cannot compile for
-// Volta, so a default build has none; __CUDA_ARCH_LIST__ (nvcc >= 11.5) lists this file's targets,
-// the same as the kernels' in every build here.
+// Whether this build carries Volta code a device of compute capability cc (7.0 or 7.2) can run.
+// CUDA 13 cannot compile for Volta, so a default build has none. Exact match: sm_70 SASS would run
+// on a desktop 7.x of a newer minor version, but binary compatibility across minor versions is not
+// supported on Tegra, and 7.2 is Jetson Xavier's. __CUDA_ARCH_LIST__ (nvcc >= 11.5) lists this
+// file's targets, the same as the kernels' in every build here.
 bool volta_code_in_build(int cc) {
 #if defined(__CUDA_ARCH_LIST__)
   constexpr int archs[] = {__CUDA_ARCH_LIST__};
   for (int a : archs)
-    if (a >= 700 && a < 750 && a <= cc * 10) return true;
+    if (a == cc * 10) return true;
   return false;
 #else
   (void)cc;
@@ -136,9 +137,9 @@ std::string supports(const AttentionParams& p) {
     return "the CUDA kernel needs compute capability 7.0 or newer (Volta); device " + s(p.device.ordinal) + " (" +
            dev.name + ") is " + s(dev.cc / 10) + "." + s(dev.cc % 10);
   if (family == 70 && dev.cc < 75 && !volta_code_in_build(dev.cc))
-    return "this build has no Volta kernels (CUDA 13 cannot compile for sm_70; build with CUDA 11.8 or 12.x and 70 in "
-           "the CUDA architectures); device " + s(p.device.ordinal) + " (" + dev.name + ") is " + s(dev.cc / 10) + "." +
-           s(dev.cc % 10);
+    return "this build has no kernels for sm_" + s(dev.cc) + " (CUDA 13 cannot compile for Volta; build with CUDA 11.8 or "
+           "12.x and " + s(dev.cc) + " in the CUDA architectures: 70 for a V100, 72 for a Jetson Xavier); device " +
+           s(p.device.ordinal) + " (" + dev.name + ") is " + s(dev.cc / 10) + "." + s(dev.cc % 10);
   if (p.dtype == ElemType::kBFloat16 && family < 80)
     return "bfloat16 needs the sm_80 kernels (compute capability 8.0 or newer); device " + s(p.device.ordinal) + " (" +
            dev.name + ", compute capability " + s(dev.cc / 10) + "." + s(dev.cc % 10) + ") runs the sm_" +
