@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/scratch_pool.h"
 #include "device.h"
 
 namespace fastattn::ep {
@@ -368,10 +369,11 @@ class CudaPlumbing final : public DevicePlumbing {
     FASTATTN_RETURN_IF_ERROR(cuda_status(cudaSetDevice(ordinal), "cudaSetDevice", ordinal));
     void* p = nullptr;
     auto s = static_cast<cudaStream_t>(stream);
-    FASTATTN_RETURN_IF_ERROR(cuda_status(cudaMallocAsync(&p, bytes ? bytes : 1, s), "cudaMallocAsync", ordinal));
+    FASTATTN_RETURN_IF_ERROR(
+        cuda_status(cuda::scratch_malloc(&p, bytes ? bytes : 1, s), "cudaMallocFromPoolAsync", ordinal));
     *out = std::shared_ptr<void>(p, [ordinal, s](void* q) {
       cudaSetDevice(ordinal);
-      cudaFreeAsync(q, s);  // after the work queued on s so far, i.e. the node's kernel
+      cuda::scratch_free(q, s);  // after the work queued on s so far, i.e. the node's kernel
       cudaGetLastError();
     });
     return nullptr;

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "kv_copy.h"
+#include "scratch_pool.h"
 
 namespace fastattn::cuda {
 namespace {
@@ -195,7 +196,7 @@ struct Scratch {
   void* ptr = nullptr;
   cudaStream_t stream = nullptr;
   ~Scratch() {
-    if (ptr) cudaFreeAsync(ptr, stream);
+    if (ptr) scratch_free(ptr, stream);
   }
 };
 
@@ -236,7 +237,7 @@ void run_float32(const AttentionParams& p, const LaunchContext& ctx, int sms,
   }
   Scratch scratch;
   scratch.stream = stream;
-  check(cudaMallocAsync(&scratch.ptr, static_cast<size_t>(total), stream), "scratch allocation failed");
+  check(scratch_malloc(&scratch.ptr, static_cast<size_t>(total), stream), "scratch allocation failed");
   char* base = static_cast<char*>(scratch.ptr);
   unsigned* header = reinterpret_cast<unsigned*>(base);
   check(cudaMemsetAsync(header, 0, kHeaderBytes, stream), "scratch clear failed");
@@ -283,7 +284,7 @@ void run_float32(const AttentionParams& p, const LaunchContext& ctx, int sms,
   }
   void* ptr = scratch.ptr;
   scratch.ptr = nullptr;
-  check(cudaFreeAsync(ptr, stream), "scratch release failed");
+  check(scratch_free(ptr, stream), "scratch release failed");
 }
 
 }  // namespace fastattn::cuda

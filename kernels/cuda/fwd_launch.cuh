@@ -16,6 +16,7 @@
 
 #include "attention_kernel.cuh"
 #include "fwd_launch.h"
+#include "scratch_pool.h"
 
 namespace fastattn::cuda {
 
@@ -131,7 +132,7 @@ void launch_variant(FwdParams p, cudaStream_t stream) {
   if (p.num_splits > 1) {
     const size_t rows = size_t(p.batch) * p.heads * p.seq_q * p.num_splits;
     const size_t o_bytes = (rows * p.head_dim * sizeof(float) + 255) / 256 * 256;
-    check_cuda(cudaMallocAsync(&scratch, o_bytes + rows * sizeof(float), stream), "split-KV scratch allocation failed");
+    check_cuda(scratch_malloc(&scratch, o_bytes + rows * sizeof(float), stream), "split-KV scratch allocation failed");
     p.o_partial = static_cast<float*>(scratch);
     p.lse_partial = reinterpret_cast<float*>(static_cast<char*>(scratch) + o_bytes);
   }
@@ -143,7 +144,7 @@ void launch_variant(FwdParams p, cudaStream_t stream) {
     combine_splits_kernel<typename Tr::Element, Tr::kHeadDim><<<int((rows + 3) / 4), 128, 0, stream>>>(p);
     e = cudaGetLastError();
   }
-  if (scratch) cudaFreeAsync(scratch, stream);
+  if (scratch) scratch_free(scratch, stream);
   check_cuda(e, "attention kernel launch failed");
 }
 

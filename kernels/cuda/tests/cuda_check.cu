@@ -5,8 +5,9 @@
 //                                                           numerics grid; exit status 1 on failure
 //                                                           (--long adds S = 32768 cases, checked on
 //                                                           64 sampled query rows)
-//   cuda_check bench [--traits 70|75|80] [--reps 20] [--shape B,H,S,D,causal]... [--fp16]
-//                                                           TFLOP/s of the benchmark shapes
+//   cuda_check bench [--traits 70|75|80] [--reps 20] [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]
+//                                                           TFLOP/s of the benchmark shapes; GB/s of
+//                                                           K and V read for decode steps
 // Every case draws fresh unit-variance inputs, poisons the outputs with NaN, runs, and compares
 // with a float64 reference on the host computed from the same (rounded) inputs. float32 cases run
 // through the float16 kernels (float32_bridge.cu); their reference uses the exact float32 inputs.
@@ -628,7 +629,9 @@ __global__ void fill_normal(uint16_t* out, size_t n, uint64_t seed, bool bf16) {
   }
 }
 
-struct Shape { int b, h, s, d; bool causal; };
+// Prefill: S_q = S_kv = s. Decode (past > 0): one new query and key over `past` cached keys,
+// kvh KV heads (GQA), causal.
+struct Shape { int b, h, s, d; bool causal; int kvh = 0, past = 0; };
 
 int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<ElemType> types) {
   if (shapes.empty())
@@ -643,31 +646,42 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
   for (ElemType t : types) {
     if (t == ElemType::kBFloat16 && (std::string(traits) == "75" || std::string(traits) == "70")) continue;
     for (const Shape& s : shapes) {
-      const size_t n = size_t(s.b) * s.h * s.s * s.d;
-      uint16_t* buf[4];
-      for (auto& x : buf) {
-        CK(cudaMalloc(&x, n * 2));
-        fill_normal<<<1024, 256, 0, stream>>>(x, n, seed++, t == ElemType::kBFloat16);
+      const bool decode = s.past > 0;
+      const int kvh = decode ? s.kvh : s.h, sq = decode ? 1 : s.s;
+      // q, k, v, out (+ past k, past v when decoding)
+      const size_t elems[6] = {size_t(s.b) * s.h * sq * s.d, size_t(s.b) * kvh * sq * s.d, size_t(s.b) * kvh * sq * s.d,
+                               size_t(s.b) * s.h * sq * s.d, size_t(s.b) * kvh * s.past * s.d,
+                               size_t(s.b) * kvh * s.past * s.d};
+      uint16_t* buf[6] = {};
+      for (int i = 0; i < (decode ? 6 : 4); ++i) {
+        CK(cudaMalloc(&buf[i], elems[i] * 2));
+        fill_normal<<<1024, 256, 0, stream>>>(buf[i], elems[i], seed++, t == ElemType::kBFloat16);
       }
-      CK(cudaMemsetAsync(buf[3], 0xFF, n * 2, stream));  // output poisoned (NaN)
+      CK(cudaMemsetAsync(buf[3], 0xFF, elems[3] * 2, stream));  // output poisoned (NaN)
       CK(cudaGetLastError());
       AttentionParams p;
       p.device = Device{DeviceKind::kCuda, 0};
       p.dtype = t;
-      p.batch = s.b; p.num_heads = s.h; p.kv_num_heads = s.h; p.seq_q = s.s; p.seq_kv = s.s;
+      p.batch = s.b; p.num_heads = s.h; p.kv_num_heads = kvh; p.seq_q = sq; p.seq_kv = sq; p.seq_past = s.past;
       p.head_dim = s.d; p.head_dim_v = s.d;
-      TensorView* views[4] = {&p.q, &p.k, &p.v, &p.out};
-      for (int i = 0; i < 4; ++i) *views[i] = view(buf[i], t, k4D, s.h, s.s, s.d);
+      p.q = view(buf[0], t, k4D, s.h, sq, s.d);
+      p.k = view(buf[1], t, k4D, kvh, sq, s.d);
+      p.v = view(buf[2], t, k4D, kvh, sq, s.d);
+      p.out = view(buf[3], t, k4D, s.h, sq, s.d);
+      if (decode) {
+        p.past_k = view(buf[4], t, k4D, kvh, s.past, s.d);
+        p.past_v = view(buf[5], t, k4D, kvh, s.past, s.d);
+      }
       p.scale = 1.f / std::sqrt(float(s.d));
-      set_window(p, s.causal, -1);
+      set_window(p, s.causal || decode, -1);
       LaunchContext ctx;
       ctx.device = p.device;
       ctx.stream = stream;
       std::string err = attention_forward(p, ctx);
       if (!err.empty()) { std::printf("bench: declined: %s\n", err.c_str()); return 1; }
       CK(cudaStreamSynchronize(stream));
-      std::vector<uint16_t> host(n);
-      CK(cudaMemcpy(host.data(), buf[3], n * 2, cudaMemcpyDeviceToHost));
+      std::vector<uint16_t> host(elems[3]);
+      CK(cudaMemcpy(host.data(), buf[3], elems[3] * 2, cudaMemcpyDeviceToHost));
       const uint16_t inf_bits = t == ElemType::kFloat16 ? 0x7C00 : 0x7F80;
       int64_t unwritten = 0;
       for (uint16_t x : host) unwritten += (x & 0x7FFF) > inf_bits;
@@ -685,12 +699,20 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
       CK(cudaGetLastError());
       std::sort(ms.begin(), ms.end());
       const double med = ms[ms.size() / 2];
-      const double flops = 4.0 * s.b * s.h * double(s.s) * s.s * s.d * (s.causal ? 0.5 : 1.0);
-      std::printf("BENCH %s traits %s (B,H,S,D,causal)=(%d,%d,%d,%d,%d): median %.3f ms (min %.3f, max %.3f, %d runs) %.1f TFLOP/s%s\n",
-                  t == ElemType::kFloat16 ? "fp16" : "bf16", traits, s.b, s.h, s.s, s.d, s.causal, med, ms.front(), ms.back(),
-                  reps, flops / med / 1e9, unwritten ? "  (OUTPUT HAS NaN: unwritten?)" : "");
+      const char* type = t == ElemType::kFloat16 ? "fp16" : "bf16";
+      const char* nan = unwritten ? "  (OUTPUT HAS NaN: unwritten?)" : "";
+      if (decode) {  // bytes of K and V read (past + new), the cost of a memory-bound step
+        const double bytes = 2.0 * s.b * kvh * double(s.past + 1) * s.d * 2;
+        std::printf("BENCH %s traits %s decode (B,H,KV,past,D)=(%d,%d,%d,%d,%d): median %.3f ms (min %.3f, max %.3f, %d runs) %.0f GB/s%s\n",
+                    type, traits, s.b, s.h, kvh, s.past, s.d, med, ms.front(), ms.back(), reps, bytes / med / 1e6, nan);
+      } else {
+        const double flops = 4.0 * s.b * s.h * double(s.s) * s.s * s.d * (s.causal ? 0.5 : 1.0);
+        std::printf("BENCH %s traits %s (B,H,S,D,causal)=(%d,%d,%d,%d,%d): median %.3f ms (min %.3f, max %.3f, %d runs) %.1f TFLOP/s%s\n",
+                    type, traits, s.b, s.h, s.s, s.d, s.causal, med, ms.front(), ms.back(), reps, flops / med / 1e9, nan);
+      }
       std::fflush(stdout);
-      for (auto& x : buf) CK(cudaFree(x));
+      for (auto& x : buf)
+        if (x) CK(cudaFree(x));
     }
   }
   return 0;
@@ -717,8 +739,12 @@ int main(int argc, char** argv) {
       const std::vector<int> v = parse_dims(argv[++i]);
       if (v.size() != 5) { std::fprintf(stderr, "--shape B,H,S,D,causal\n"); return 2; }
       shapes.push_back(Shape{v[0], v[1], v[2], v[3], v[4] != 0});
+    } else if (a == "--decode" && i + 1 < argc) {  // B,H,KV,past,D (bench)
+      const std::vector<int> v = parse_dims(argv[++i]);
+      if (v.size() != 5 || v[3] < 1) { std::fprintf(stderr, "--decode B,H,KV,past,D (past >= 1)\n"); return 2; }
+      shapes.push_back(Shape{v[0], v[1], 1, v[4], true, v[2], v[3]});
     } else if (a == "--fp16") types = {ElemType::kFloat16};
-    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--fp16]] [--small] [--long] [--traits 70|75|80] [--reps N] [--dims 64,128]\n"); return 2; }
+    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]] [--small] [--long] [--traits 70|75|80] [--reps N] [--dims 64,128]\n"); return 2; }
   }
   setenv("FASTATTN_CUDA_TRAITS", traits, 1);
   if (dims.empty()) dims = {64, 128};
