@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
 #include <unistd.h>
 
 #include "cpu_attention.h"
@@ -129,8 +130,18 @@ inline ForkJoinPool& shared_pool(int threads) {
   return *pool;
 }
 
+// The CPUs this process may run on: its affinity mask, which taskset and container CPU sets
+// narrow (hardware_concurrency counts every online CPU of the machine).
+inline int default_thread_count() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 inline ParallelFor make_thread_parallel_for(int num_threads) {
-  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (num_threads <= 0) num_threads = default_thread_count();
   return [num_threads](int64_t n, const std::function<void(int64_t)>& fn) {
     if (std::min<int64_t>(num_threads, n) <= 1) {
       for (int64_t i = 0; i < n; ++i) fn(i);

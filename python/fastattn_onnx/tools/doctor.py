@@ -121,7 +121,7 @@ def suggested_threads() -> tuple[int, str]:
 def threads_line() -> str:
     n, why = suggested_threads()
     return (f"threads: suggested {n} ({why}): SessionOptions.intra_op_num_threads (FastAttentionEP runs on "
-            f"the session's intra-op pool), num_threads of fastattn_onnx.attention (0: every online CPU)")
+            f"the session's intra-op pool), num_threads of fastattn_onnx.attention (0: every CPU this process may run on)")
 
 
 def _device_line(d) -> str:
