@@ -4,16 +4,13 @@
 // linked: where it is absent the library loads, lists no NPU device, and the CPU path works.
 // Registering the library loads CANN, calls aclInit and asks the device count; streams, memory and
 // aclrtSetDevice come at first use.
-#include <cstring>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
+#include "accelerator_plumbing.h"
 #include "ascend/ascend_backend.h"
 #include "ascend/cann_api.h"
-#include "device.h"
 
 namespace fastattn::ep {
 namespace {
@@ -62,23 +59,6 @@ const std::vector<NpuDeviceInfo>& npu_devices() {
   return list;
 }
 
-const NpuDeviceInfo* npu_device(int ordinal) {
-  for (const NpuDeviceInfo& d : npu_devices())
-    if (d.ordinal == ordinal) return &d;
-  return nullptr;
-}
-
-bool is_host(const OrtMemoryDevice* m) {
-  return m && ort_ep().MemoryDevice_GetDeviceType(m) == OrtMemoryInfoDeviceType_CPU;
-}
-bool is_npu_memory(const OrtMemoryDevice* m) {
-  return m && ort_ep().MemoryDevice_GetDeviceType(m) == OrtMemoryInfoDeviceType_NPU &&
-         ort_ep().MemoryDevice_GetVendorId(m) == kHuaweiVendorId &&
-         ort_ep().MemoryDevice_GetMemoryType(m) == OrtDeviceMemoryType_DEFAULT &&
-         npu_device(static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(m))) != nullptr;
-}
-int ordinal_of(const OrtMemoryDevice* m) { return static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(m)); }
-
 int32_t memcpy_kind(CopyKind kind) {
   return kind == CopyKind::kHostToDevice   ? cann::kAclMemcpyHostToDevice
          : kind == CopyKind::kDeviceToHost ? cann::kAclMemcpyDeviceToHost
@@ -97,80 +77,21 @@ OrtStatus* copy_bytes(int ordinal, void* stream, void* dst, const void* src, siz
 }
 
 // --- memory --------------------------------------------------------------------------------------
-// aclrtMalloc (huge pages first, as ONNX Runtime's CANN EP allocates) and aclrtFree; no arena.
-struct NpuAllocator : OrtAllocator {
-  int ordinal;
-  const OrtMemoryInfo* info;
-
-  NpuAllocator(int o, const OrtMemoryInfo* i) : OrtAllocator{}, ordinal(o), info(i) {
-    version = ORT_API_VERSION;
-    Alloc = AllocImpl;
-    Free = FreeImpl;
-    Info = InfoImpl;
-    Reserve = AllocImpl;
-    AllocOnStream = AllocOnStreamImpl;
-  }
-  static void* ORT_API_CALL AllocImpl(OrtAllocator* self, size_t size) noexcept {
-    auto* a = static_cast<NpuAllocator*>(self);
+// aclrtMalloc (huge pages first, as ONNX Runtime's CANN EP allocates) and aclrtFree.
+struct NpuMemory {
+  static void* allocate(int ordinal, size_t size) noexcept {
     void* p = nullptr;
     if (size == 0) return nullptr;
-    if (OrtStatus* s = select(a->ordinal)) {
+    if (OrtStatus* s = select(ordinal)) {
       ort().ReleaseStatus(s);
       return nullptr;
     }
     if (cann::api().aclrtMalloc(&p, size, cann::kAclMemMallocHugeFirst) != 0) return nullptr;  // ORT reports it
     return p;
   }
-  static void* ORT_API_CALL AllocOnStreamImpl(OrtAllocator* self, size_t size, OrtSyncStream*) noexcept {
-    return AllocImpl(self, size);
-  }
-  static void ORT_API_CALL FreeImpl(OrtAllocator* self, void* p) noexcept {
-    if (!p) return;
-    if (OrtStatus* s = select(static_cast<NpuAllocator*>(self)->ordinal)) ort().ReleaseStatus(s);
+  static void free(int ordinal, void* p) noexcept {
+    if (OrtStatus* s = select(ordinal)) ort().ReleaseStatus(s);
     cann::api().aclrtFree(p);
-  }
-  static const OrtMemoryInfo* ORT_API_CALL InfoImpl(const OrtAllocator* self) noexcept {
-    return static_cast<const NpuAllocator*>(self)->info;
-  }
-};
-
-// --- copies --------------------------------------------------------------------------------------
-struct NpuDataTransfer : OrtDataTransferImpl {
-  NpuDataTransfer() : OrtDataTransferImpl{} {
-    ort_version_supported = ORT_API_VERSION;
-    Release = ReleaseImpl;
-    CanCopy = CanCopyImpl;
-    CopyTensors = CopyTensorsImpl;
-  }
-  static void ORT_API_CALL ReleaseImpl(OrtDataTransferImpl* self) noexcept {
-    delete static_cast<NpuDataTransfer*>(self);
-  }
-  static bool ORT_API_CALL CanCopyImpl(const OrtDataTransferImpl*, const OrtMemoryDevice* src,
-                                       const OrtMemoryDevice* dst) noexcept {
-    const bool src_npu = is_npu_memory(src), dst_npu = is_npu_memory(dst);
-    return (src_npu || dst_npu) && (src_npu || is_host(src)) && (dst_npu || is_host(dst));
-  }
-  static OrtStatus* ORT_API_CALL CopyTensorsImpl(OrtDataTransferImpl*, const OrtValue** src, OrtValue** dst,
-                                                 OrtSyncStream** streams, size_t n) noexcept {
-    return guarded([&]() -> OrtStatus* {
-      for (size_t i = 0; i < n; ++i) {
-        const OrtMemoryDevice* from = ort_ep().Value_GetMemoryDevice(src[i]);
-        const OrtMemoryDevice* to = ort_ep().Value_GetMemoryDevice(dst[i]);
-        const bool from_npu = is_npu_memory(from), to_npu = is_npu_memory(to);
-        const CopyKind kind = from_npu && to_npu ? CopyKind::kDeviceToDevice
-                              : to_npu           ? CopyKind::kHostToDevice
-                                                 : CopyKind::kDeviceToHost;
-        size_t bytes = 0;
-        const void* from_data = nullptr;
-        void* to_data = nullptr;
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorSizeInBytes(src[i], &bytes));
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorData(src[i], &from_data));
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(dst[i], &to_data));
-        void* stream = streams && streams[i] ? ort().SyncStream_GetHandle(streams[i]) : nullptr;
-        FASTATTN_RETURN_IF_ERROR(copy_bytes(ordinal_of(to_npu ? to : from), stream, to_data, from_data, bytes, kind));
-      }
-      return nullptr;
-    });
   }
 };
 
@@ -254,9 +175,11 @@ struct NpuStream : OrtSyncStreamImpl {
 };
 
 // --- the plumbing ----------------------------------------------------------------------------------
-class AscendPlumbing final : public DevicePlumbing {
+class AscendPlumbing final : public AcceleratorPlumbing<NpuDeviceInfo, NpuMemory> {
  public:
+  AscendPlumbing() : AcceleratorPlumbing(OrtMemoryInfoDeviceType_NPU, kHuaweiVendorId) {}
   DeviceKind kind() const override { return DeviceKind::kNpu; }
+  const std::vector<NpuDeviceInfo>& device_infos() const override { return npu_devices(); }
 
   // ORT's discovery may list an NPU of Huawei's vendor id: reuse those in order, else make one.
   OrtStatus* add_ep_devices(OrtEpFactory* factory, const OrtHardwareDevice* const* devices, size_t count, size_t room,
@@ -282,42 +205,6 @@ class AscendPlumbing final : public DevicePlumbing {
     return nullptr;
   }
 
-  void release_factory_resources() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (OrtHardwareDevice* hw : created_) ort_ep().ReleaseHardwareDevice(hw);
-    created_.clear();
-  }
-
-  bool owns(const OrtMemoryDevice* m) const override { return is_npu_memory(m); }
-  bool can_access(const OrtMemoryDevice* m, int ordinal) const override {
-    return is_npu_memory(m) && ordinal_of(m) == ordinal;
-  }
-  const OrtMemoryDevice* memory_device(int ordinal) const override {
-    const NpuDeviceInfo* d = npu_device(ordinal);
-    return d ? ort_ep().MemoryInfo_GetMemoryDevice(d->memory_info) : nullptr;
-  }
-
-  OrtStatus* create_allocator(const OrtMemoryInfo* info, OrtAllocator** allocator) const override {
-    *allocator = nullptr;
-    const int ordinal = ordinal_of(ort_ep().MemoryInfo_GetMemoryDevice(info));
-    const NpuDeviceInfo* d = npu_device(ordinal);
-    if (!d) return make_error("FastAttentionEP: no " + device_label(kind(), ordinal) + " for an allocator");
-    auto* a = new NpuAllocator(ordinal, d->memory_info);
-    std::lock_guard<std::mutex> lock(mutex_);
-    allocators_.insert(a);
-    *allocator = a;
-    return nullptr;
-  }
-  void release_allocator(OrtAllocator* allocator) const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (allocators_.erase(allocator)) delete static_cast<NpuAllocator*>(allocator);
-  }
-
-  OrtStatus* create_data_transfer(OrtDataTransferImpl** transfer) const override {
-    *transfer = npu_devices().empty() ? nullptr : new NpuDataTransfer();
-    return nullptr;
-  }
-  bool stream_aware() const override { return !npu_devices().empty(); }
   OrtStatus* create_stream(const OrtMemoryDevice* m, OrtSyncStreamImpl** stream) const override {
     *stream = nullptr;
     const int ordinal = ordinal_of(m);
@@ -333,7 +220,6 @@ class AscendPlumbing final : public DevicePlumbing {
     return acl_status(cann::api().aclrtSynchronizeDevice(), "aclrtSynchronizeDevice", ordinal);
   }
 
-  bool accelerator() const override { return true; }
   OrtStatus* copy(int ordinal, void* stream, void* dst, const void* src, size_t bytes, CopyKind kind) const override {
     return guarded([&] { return copy_bytes(ordinal, stream, dst, src, bytes, kind); });
   }
@@ -356,15 +242,7 @@ class AscendPlumbing final : public DevicePlumbing {
 
   LaunchContext launch_context(OrtKernelContext* context, int ordinal) const override {
     if (OrtStatus* s = select(ordinal)) ort().ReleaseStatus(s);  // the backend selects again and throws
-    void* stream = nullptr;
-    if (OrtStatus* s = ort().KernelContext_GetGPUComputeStream(context, &stream)) {
-      ort().ReleaseStatus(s);
-      stream = nullptr;
-    }
-    ParallelFor serial = [](int64_t n, const std::function<void(int64_t)>& fn) {
-      for (int64_t i = 0; i < n; ++i) fn(i);
-    };
-    return {Device{DeviceKind::kNpu, ordinal}, stream, serial};
+    return node_launch_context(context, Device{DeviceKind::kNpu, ordinal});
   }
 
  private:
@@ -379,15 +257,10 @@ class AscendPlumbing final : public DevicePlumbing {
                                                  static_cast<uint32_t>(npu.ordinal), "Huawei", md, &made);
     ort().ReleaseKeyValuePairs(md);
     FASTATTN_RETURN_IF_ERROR(s);
-    std::lock_guard<std::mutex> lock(mutex_);
-    created_.push_back(made);
+    keep_created(made);
     *hw = made;
     return nullptr;
   }
-
-  mutable std::mutex mutex_;
-  mutable std::vector<OrtHardwareDevice*> created_;
-  mutable std::set<OrtAllocator*> allocators_;
 };
 
 }  // namespace

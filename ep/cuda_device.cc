@@ -9,13 +9,11 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-#include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
+#include "accelerator_plumbing.h"
 #include "cuda/scratch_pool.h"
-#include "device.h"
 
 namespace fastattn::ep {
 namespace {
@@ -83,24 +81,6 @@ const std::vector<CudaDeviceInfo>& cuda_devices() {
   return list;
 }
 
-const CudaDeviceInfo* cuda_device(int ordinal) {
-  for (const CudaDeviceInfo& d : cuda_devices())
-    if (d.ordinal == ordinal) return &d;
-  return nullptr;
-}
-
-bool is_host(const OrtMemoryDevice* m) {
-  return m && ort_ep().MemoryDevice_GetDeviceType(m) == OrtMemoryInfoDeviceType_CPU;
-}
-// Our device memory: GPU, NVIDIA, DEFAULT (not pinned host memory), a listed ordinal.
-bool is_cuda_memory(const OrtMemoryDevice* m) {
-  return m && ort_ep().MemoryDevice_GetDeviceType(m) == OrtMemoryInfoDeviceType_GPU &&
-         ort_ep().MemoryDevice_GetVendorId(m) == kNvidiaVendorId &&
-         ort_ep().MemoryDevice_GetMemoryType(m) == OrtDeviceMemoryType_DEFAULT &&
-         cuda_device(static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(m))) != nullptr;
-}
-int ordinal_of(const OrtMemoryDevice* m) { return static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(m)); }
-
 OrtStatus* copy_bytes(int ordinal, void* stream, void* dst, const void* src, size_t bytes, CopyKind kind) {
   if (bytes == 0 || dst == src) return nullptr;
   FASTATTN_RETURN_IF_ERROR(cuda_status(cudaSetDevice(ordinal), "cudaSetDevice", ordinal));
@@ -119,78 +99,21 @@ OrtStatus* copy_bytes(int ordinal, void* stream, void* dst, const void* src, siz
 }
 
 // --- memory --------------------------------------------------------------------------------------
-// Plain cudaMalloc / cudaFree, not an arena (ORT refuses arena allocators from a plugin EP).
-// cudaFree waits for the device, so ORT may free an intermediate right after the launch.
-struct CudaAllocator : OrtAllocator {
-  int ordinal;
-  const OrtMemoryInfo* info;
-
-  CudaAllocator(int o, const OrtMemoryInfo* i) : OrtAllocator{}, ordinal(o), info(i) {
-    version = ORT_API_VERSION;
-    Alloc = AllocImpl;
-    Free = FreeImpl;
-    Info = InfoImpl;
-    Reserve = AllocImpl;
-    AllocOnStream = AllocOnStreamImpl;
-  }
-  static void* ORT_API_CALL AllocImpl(OrtAllocator* self, size_t size) noexcept {
-    auto* a = static_cast<CudaAllocator*>(self);
+// Plain cudaMalloc / cudaFree. cudaFree waits for the device, so ORT may free an intermediate
+// right after the launch.
+struct CudaMemory {
+  static void* allocate(int ordinal, size_t size) noexcept {
     void* p = nullptr;
-    if (size == 0 || cudaSetDevice(a->ordinal) != cudaSuccess || cudaMalloc(&p, size) != cudaSuccess) {
+    if (size == 0 || cudaSetDevice(ordinal) != cudaSuccess || cudaMalloc(&p, size) != cudaSuccess) {
       cudaGetLastError();
       return nullptr;  // ORT reports the failed allocation
     }
     return p;
   }
-  static void* ORT_API_CALL AllocOnStreamImpl(OrtAllocator* self, size_t size, OrtSyncStream*) noexcept {
-    return AllocImpl(self, size);
-  }
-  static void ORT_API_CALL FreeImpl(OrtAllocator* self, void* p) noexcept {
-    if (!p) return;
-    cudaSetDevice(static_cast<CudaAllocator*>(self)->ordinal);
+  static void free(int ordinal, void* p) noexcept {
+    cudaSetDevice(ordinal);
     cudaFree(p);
     cudaGetLastError();
-  }
-  static const OrtMemoryInfo* ORT_API_CALL InfoImpl(const OrtAllocator* self) noexcept {
-    return static_cast<const CudaAllocator*>(self)->info;
-  }
-};
-
-// --- copies --------------------------------------------------------------------------------------
-struct CudaDataTransfer : OrtDataTransferImpl {
-  CudaDataTransfer() : OrtDataTransferImpl{} {
-    ort_version_supported = ORT_API_VERSION;
-    Release = ReleaseImpl;
-    CanCopy = CanCopyImpl;
-    CopyTensors = CopyTensorsImpl;
-  }
-  static void ORT_API_CALL ReleaseImpl(OrtDataTransferImpl* self) noexcept { delete static_cast<CudaDataTransfer*>(self); }
-  static bool ORT_API_CALL CanCopyImpl(const OrtDataTransferImpl*, const OrtMemoryDevice* src,
-                                       const OrtMemoryDevice* dst) noexcept {
-    const bool src_gpu = is_cuda_memory(src), dst_gpu = is_cuda_memory(dst);
-    return (src_gpu || dst_gpu) && (src_gpu || is_host(src)) && (dst_gpu || is_host(dst));
-  }
-  static OrtStatus* ORT_API_CALL CopyTensorsImpl(OrtDataTransferImpl*, const OrtValue** src, OrtValue** dst,
-                                                 OrtSyncStream** streams, size_t n) noexcept {
-    return guarded([&]() -> OrtStatus* {
-      for (size_t i = 0; i < n; ++i) {
-        const OrtMemoryDevice* from = ort_ep().Value_GetMemoryDevice(src[i]);
-        const OrtMemoryDevice* to = ort_ep().Value_GetMemoryDevice(dst[i]);
-        const bool from_gpu = is_cuda_memory(from), to_gpu = is_cuda_memory(to);
-        const CopyKind kind = from_gpu && to_gpu ? CopyKind::kDeviceToDevice
-                              : to_gpu           ? CopyKind::kHostToDevice
-                                                 : CopyKind::kDeviceToHost;
-        size_t bytes = 0;
-        const void* from_data = nullptr;
-        void* to_data = nullptr;
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorSizeInBytes(src[i], &bytes));
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorData(src[i], &from_data));
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(dst[i], &to_data));
-        void* stream = streams && streams[i] ? ort().SyncStream_GetHandle(streams[i]) : nullptr;
-        FASTATTN_RETURN_IF_ERROR(copy_bytes(ordinal_of(to_gpu ? to : from), stream, to_data, from_data, bytes, kind));
-      }
-      return nullptr;
-    });
   }
 };
 
@@ -272,9 +195,11 @@ struct CudaStream : OrtSyncStreamImpl {
 };
 
 // --- the plumbing ----------------------------------------------------------------------------------
-class CudaPlumbing final : public DevicePlumbing {
+class CudaPlumbing final : public AcceleratorPlumbing<CudaDeviceInfo, CudaMemory> {
  public:
+  CudaPlumbing() : AcceleratorPlumbing(OrtMemoryInfoDeviceType_GPU, kNvidiaVendorId) {}
   DeviceKind kind() const override { return DeviceKind::kCuda; }
+  const std::vector<CudaDeviceInfo>& device_infos() const override { return cuda_devices(); }
 
   // ORT's own discovery may or may not list a GPU (it did on the H200 machine, also under
   // CUDA_VISIBLE_DEVICES=""; it did not on an H100 machine): reuse its device when the PCI bus id
@@ -305,44 +230,6 @@ class CudaPlumbing final : public DevicePlumbing {
     return nullptr;
   }
 
-  void release_factory_resources() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (OrtHardwareDevice* hw : created_) ort_ep().ReleaseHardwareDevice(hw);
-    created_.clear();
-  }
-
-  bool owns(const OrtMemoryDevice* m) const override { return is_cuda_memory(m); }
-  bool can_access(const OrtMemoryDevice* m, int ordinal) const override {
-    return is_cuda_memory(m) && ordinal_of(m) == ordinal;
-  }
-  const OrtMemoryDevice* memory_device(int ordinal) const override {
-    const CudaDeviceInfo* d = cuda_device(ordinal);
-    return d ? ort_ep().MemoryInfo_GetMemoryDevice(d->memory_info) : nullptr;
-  }
-
-  OrtStatus* create_allocator(const OrtMemoryInfo* info, OrtAllocator** allocator) const override {
-    *allocator = nullptr;
-    const int ordinal = ordinal_of(ort_ep().MemoryInfo_GetMemoryDevice(info));
-    const CudaDeviceInfo* d = cuda_device(ordinal);
-    if (!d) return make_error("FastAttentionEP: no " + device_label(kind(), ordinal) + " for an allocator");
-    auto* a = new CudaAllocator(ordinal, d->memory_info);
-    std::lock_guard<std::mutex> lock(mutex_);
-    allocators_.insert(a);
-    *allocator = a;
-    return nullptr;
-  }
-  void release_allocator(OrtAllocator* allocator) const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (allocators_.erase(allocator)) delete static_cast<CudaAllocator*>(allocator);
-  }
-
-  // ORT asks for these when the library is registered, GPU or not: without a GPU there is
-  // nothing to copy and no stream (and no CUDA call beyond the device count).
-  OrtStatus* create_data_transfer(OrtDataTransferImpl** transfer) const override {
-    *transfer = cuda_devices().empty() ? nullptr : new CudaDataTransfer();
-    return nullptr;
-  }
-  bool stream_aware() const override { return !cuda_devices().empty(); }
   OrtStatus* create_stream(const OrtMemoryDevice* m, OrtSyncStreamImpl** stream) const override {
     *stream = nullptr;
     const int ordinal = ordinal_of(m);
@@ -361,7 +248,6 @@ class CudaPlumbing final : public DevicePlumbing {
     return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize", ordinal);
   }
 
-  bool accelerator() const override { return true; }
   OrtStatus* copy(int ordinal, void* stream, void* dst, const void* src, size_t bytes, CopyKind kind) const override {
     return copy_bytes(ordinal, stream, dst, src, bytes, kind);
   }
@@ -382,15 +268,7 @@ class CudaPlumbing final : public DevicePlumbing {
   // The node's kernel runs on ORT's stream for this EP (our CudaStream), on this thread's device.
   LaunchContext launch_context(OrtKernelContext* context, int ordinal) const override {
     cudaSetDevice(ordinal);
-    void* stream = nullptr;
-    if (OrtStatus* s = ort().KernelContext_GetGPUComputeStream(context, &stream)) {
-      ort().ReleaseStatus(s);
-      stream = nullptr;
-    }
-    ParallelFor serial = [](int64_t n, const std::function<void(int64_t)>& fn) {
-      for (int64_t i = 0; i < n; ++i) fn(i);
-    };
-    return {Device{DeviceKind::kCuda, ordinal}, stream, serial};
+    return node_launch_context(context, Device{DeviceKind::kCuda, ordinal});
   }
 
  private:
@@ -420,15 +298,10 @@ class CudaPlumbing final : public DevicePlumbing {
                                                  static_cast<uint32_t>(gpu.ordinal), "NVIDIA", md, &made);
     ort().ReleaseKeyValuePairs(md);
     FASTATTN_RETURN_IF_ERROR(s);
-    std::lock_guard<std::mutex> lock(mutex_);
-    created_.push_back(made);
+    keep_created(made);
     *hw = made;
     return nullptr;
   }
-
-  mutable std::mutex mutex_;
-  mutable std::vector<OrtHardwareDevice*> created_;
-  mutable std::set<OrtAllocator*> allocators_;
 };
 
 }  // namespace

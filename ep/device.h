@@ -3,6 +3,8 @@
 // memory (allocator), its copies (data transfer, Memcpy kernels), its stream, and the launch
 // context of a node. One file per kind (cpu_device.cc, cuda_device.cc, ...), each named by the
 // backend list (kernels/CMakeLists.txt); the factory and the EP only talk to this interface.
+// Accelerator kinds build on AcceleratorPlumbing (accelerator_plumbing.h), which holds what they
+// share: memory ownership, allocators, tensor copies, the hardware devices they made.
 #pragma once
 
 #include <memory>
