@@ -221,7 +221,10 @@ void attend_query_block(const TilePlan& plan, int64_t b, int64_t h, int64_t head
       // NaN logits (a NaN query, say: the max skips NaN) still give P = NaN: NaN in, NaN out, at
       // every S_q (the tile is not skipped when no row has a finite maximum).
       row_shift[r] = m_new == kNegInf ? 0.f : m_new;
-      row_rescale[r] = m_new == kNegInf ? 1.f : exp2_approx(exact ? kLog2e * (m_old - m_new) : m_old - m_new);
+      // An unchanged max (most rows after the first few tiles) rescales by exactly 1, which the
+      // accumulator pass below then skips: exp2_approx(0) is 1 + 1 ulp, not 1.
+      row_rescale[r] = m_new == kNegInf || m_new == m_old ? 1.f
+                                                          : exp2_approx(exact ? kLog2e * (m_old - m_new) : m_old - m_new);
       row_max[r] = m_new;  // (the rescale is 0 when m_old is -inf)
       const float magnitude = m_new < 0.f ? -m_new : m_new;
       if (!exact && magnitude > kCoarseShift && magnitude <= 3.4e38f)  // finite and past 2^24
