@@ -1,7 +1,8 @@
 // What the plumbing of every accelerator kind shares (cuda_device.cc, ascend_device.cc): which
-// memory is its own, allocators over the runtime's malloc and free, tensor copies through copy(),
-// and the hardware devices it made. A kind keeps what talks to its runtime: its device list,
-// malloc / free, copies, streams and the launch context of a node.
+// memory is its own, allocators over the runtime's malloc and free, and the hardware devices it
+// made (tensor copies go through the factory's data transfer, data_transfer.cc, to copy()). A kind
+// keeps what talks to its runtime: its device list, malloc / free, copies, streams and the launch
+// context of a node.
 #pragma once
 
 #include <cstdint>
@@ -66,12 +67,8 @@ class AcceleratorPlumbing : public DevicePlumbing {
     if (allocators_.erase(allocator)) delete static_cast<Allocator*>(allocator);
   }
 
-  // ORT asks for these when the library is registered, device or not: without a device there
-  // is nothing to copy and no stream (and no runtime call beyond listing the devices).
-  OrtStatus* create_data_transfer(OrtDataTransferImpl** transfer) const override {
-    *transfer = device_infos().empty() ? nullptr : new DataTransfer(*this);
-    return nullptr;
-  }
+  // Without a device there is nothing to copy and no stream (and no runtime call beyond listing
+  // the devices); the factory's data transfer (data_transfer.cc) asks this too.
   bool stream_aware() const override { return !device_infos().empty(); }
   bool accelerator() const override { return true; }
 
@@ -126,52 +123,6 @@ class AcceleratorPlumbing : public DevicePlumbing {
     }
     static const OrtMemoryInfo* ORT_API_CALL InfoImpl(const OrtAllocator* self) noexcept {
       return static_cast<const Allocator*>(self)->info;
-    }
-  };
-
-  // Copies between host memory and this kind's, or within it, with the kind's copy() on the
-  // stream ORT gives (none: synchronously).
-  struct DataTransfer : OrtDataTransferImpl {
-    const AcceleratorPlumbing& plumbing;
-
-    explicit DataTransfer(const AcceleratorPlumbing& p) : OrtDataTransferImpl{}, plumbing(p) {
-      ort_version_supported = ORT_API_VERSION;
-      Release = ReleaseImpl;
-      CanCopy = CanCopyImpl;
-      CopyTensors = CopyTensorsImpl;
-    }
-    static bool is_host(const OrtMemoryDevice* m) {
-      return m && ort_ep().MemoryDevice_GetDeviceType(m) == OrtMemoryInfoDeviceType_CPU;
-    }
-    static void ORT_API_CALL ReleaseImpl(OrtDataTransferImpl* self) noexcept { delete static_cast<DataTransfer*>(self); }
-    static bool ORT_API_CALL CanCopyImpl(const OrtDataTransferImpl* self, const OrtMemoryDevice* src,
-                                         const OrtMemoryDevice* dst) noexcept {
-      const AcceleratorPlumbing& p = static_cast<const DataTransfer*>(self)->plumbing;
-      const bool src_ours = p.owns(src), dst_ours = p.owns(dst);
-      return (src_ours || dst_ours) && (src_ours || is_host(src)) && (dst_ours || is_host(dst));
-    }
-    static OrtStatus* ORT_API_CALL CopyTensorsImpl(OrtDataTransferImpl* self, const OrtValue** src, OrtValue** dst,
-                                                   OrtSyncStream** streams, size_t n) noexcept {
-      const AcceleratorPlumbing& p = static_cast<DataTransfer*>(self)->plumbing;
-      return guarded([&]() -> OrtStatus* {
-        for (size_t i = 0; i < n; ++i) {
-          const OrtMemoryDevice* from = ort_ep().Value_GetMemoryDevice(src[i]);
-          const OrtMemoryDevice* to = ort_ep().Value_GetMemoryDevice(dst[i]);
-          const bool from_ours = p.owns(from), to_ours = p.owns(to);
-          const CopyKind kind = from_ours && to_ours ? CopyKind::kDeviceToDevice
-                                : to_ours            ? CopyKind::kHostToDevice
-                                                     : CopyKind::kDeviceToHost;
-          size_t bytes = 0;
-          const void* from_data = nullptr;
-          void* to_data = nullptr;
-          FASTATTN_RETURN_IF_ERROR(ort().GetTensorSizeInBytes(src[i], &bytes));
-          FASTATTN_RETURN_IF_ERROR(ort().GetTensorData(src[i], &from_data));
-          FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(dst[i], &to_data));
-          void* stream = streams && streams[i] ? ort().SyncStream_GetHandle(streams[i]) : nullptr;
-          FASTATTN_RETURN_IF_ERROR(p.copy(ordinal_of(to_ours ? to : from), stream, to_data, from_data, bytes, kind));
-        }
-        return nullptr;
-      });
     }
   };
 

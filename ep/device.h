@@ -46,8 +46,6 @@ class DevicePlumbing {
   // The device's allocator (null: ONNX Runtime's own CPU allocator serves it).
   virtual OrtStatus* create_allocator(const OrtMemoryInfo* info, OrtAllocator** allocator) const;
   virtual void release_allocator(OrtAllocator* allocator) const;
-  // Copies between the host and this device (null: none needed).
-  virtual OrtStatus* create_data_transfer(OrtDataTransferImpl** transfer) const;
   // Streams: ORT registers them only for non-CPU memory, and only when the factory is stream-aware.
   virtual bool stream_aware() const { return false; }
   virtual OrtStatus* create_stream(const OrtMemoryDevice* memory_device, OrtSyncStreamImpl** stream) const;
@@ -88,6 +86,10 @@ OrtStatus* create_memcpy_kernel_registry(const char* ep_name, const DevicePlumbi
 OrtStatus* append_accelerator_ep_device(OrtEpFactory* factory, const OrtHardwareDevice* hw, bool reused, DeviceKind kind,
                                         int ordinal, const std::vector<std::pair<const char*, std::string>>& extra,
                                         const OrtMemoryInfo* memory_info, std::vector<OrtEpDevice*>* out);
+
+// The factory's data transfer for every accelerator kind (data_transfer.cc): null when no kind has
+// a device. Each copy goes to the kind that owns its device side, through that kind's copy().
+OrtStatus* create_data_transfer(OrtDataTransferImpl** transfer);
 
 // The device's name in messages: "CUDA device 0", "the CPU".
 std::string device_label(DeviceKind kind, int ordinal);

@@ -17,10 +17,6 @@ OrtStatus* DevicePlumbing::create_allocator(const OrtMemoryInfo*, OrtAllocator**
   return nullptr;
 }
 void DevicePlumbing::release_allocator(OrtAllocator*) const {}
-OrtStatus* DevicePlumbing::create_data_transfer(OrtDataTransferImpl** transfer) const {
-  *transfer = nullptr;
-  return nullptr;
-}
 OrtStatus* DevicePlumbing::create_stream(const OrtMemoryDevice*, OrtSyncStreamImpl** stream) const {
   *stream = nullptr;
   return nullptr;

@@ -209,16 +209,9 @@ void ORT_API_CALL EpFactory::ReleaseAllocatorImpl(OrtEpFactory*, OrtAllocator* a
   for (const DevicePlumbing* kind : device_plumbings()) kind->release_allocator(allocator);
 }
 
-// ORT takes one data transfer per factory: the accelerator's (one accelerator kind per build).
+// ORT takes one data transfer per factory: one for all accelerator kinds (data_transfer.cc).
 OrtStatus* ORT_API_CALL EpFactory::CreateDataTransferImpl(OrtEpFactory*, OrtDataTransferImpl** data_transfer) noexcept {
-  return guarded([&]() -> OrtStatus* {
-    *data_transfer = nullptr;
-    for (const DevicePlumbing* kind : device_plumbings()) {
-      FASTATTN_RETURN_IF_ERROR(kind->create_data_transfer(data_transfer));
-      if (*data_transfer) break;
-    }
-    return nullptr;
-  });
+  return guarded([&]() -> OrtStatus* { return create_data_transfer(data_transfer); });
 }
 
 bool ORT_API_CALL EpFactory::IsStreamAwareImpl(const OrtEpFactory*) noexcept {
