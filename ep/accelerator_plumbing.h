@@ -15,9 +15,6 @@
 
 namespace fastattn::ep {
 
-// The device ordinal of an accelerator's memory: ORT's device id of it.
-inline int ordinal_of(const OrtMemoryDevice* m) { return static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(m)); }
-
 // DeviceInfo: one device of the kind, with at least `int ordinal` and `OrtMemoryInfo* memory_info`
 // (its DEFAULT memory; lives as long as the process, ORT refers to it from its allocators).
 // DeviceMemory: the runtime's `static void* allocate(int ordinal, size_t bytes) noexcept` (null:

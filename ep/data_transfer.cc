@@ -39,23 +39,11 @@ struct AcceleratorDataTransfer : OrtDataTransferImpl {
                                                  OrtSyncStream** streams, size_t n) noexcept {
     return guarded([&]() -> OrtStatus* {
       for (size_t i = 0; i < n; ++i) {
-        const OrtMemoryDevice* from = ort_ep().Value_GetMemoryDevice(src[i]);
-        const OrtMemoryDevice* to = ort_ep().Value_GetMemoryDevice(dst[i]);
-        const DevicePlumbing* kind = copier(from, to);
+        const DevicePlumbing* kind =
+            copier(ort_ep().Value_GetMemoryDevice(src[i]), ort_ep().Value_GetMemoryDevice(dst[i]));
         if (!kind) return make_error("FastAttentionEP: no copy between these memories", ORT_NOT_IMPLEMENTED);
-        const bool from_ours = kind->owns(from), to_ours = kind->owns(to);
-        const CopyKind direction = from_ours && to_ours ? CopyKind::kDeviceToDevice
-                                   : to_ours            ? CopyKind::kHostToDevice
-                                                        : CopyKind::kDeviceToHost;
-        size_t bytes = 0;
-        const void* from_data = nullptr;
-        void* to_data = nullptr;
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorSizeInBytes(src[i], &bytes));
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorData(src[i], &from_data));
-        FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(dst[i], &to_data));
         void* stream = streams && streams[i] ? ort().SyncStream_GetHandle(streams[i]) : nullptr;
-        const int ordinal = static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(to_ours ? to : from));
-        FASTATTN_RETURN_IF_ERROR(kind->copy(ordinal, stream, to_data, from_data, bytes, direction));
+        FASTATTN_RETURN_IF_ERROR(copy_tensor(*kind, src[i], dst[i], stream));
       }
       return nullptr;
     });

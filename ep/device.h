@@ -91,6 +91,13 @@ OrtStatus* append_accelerator_ep_device(OrtEpFactory* factory, const OrtHardware
 // a device. Each copy goes to the kind that owns its device side, through that kind's copy().
 OrtStatus* create_data_transfer(OrtDataTransferImpl** transfer);
 
+// The device ordinal of an accelerator's memory: ORT's device id of it.
+inline int ordinal_of(const OrtMemoryDevice* m) { return static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(m)); }
+
+// Copies tensor src into dst (same size) with kind.copy() on `stream` (null: synchronously); the
+// direction and the device ordinal come from which side kind owns (at least one must be).
+OrtStatus* copy_tensor(const DevicePlumbing& kind, const OrtValue* src, OrtValue* dst, void* stream);
+
 // The device's name in messages: "CUDA device 0", "the CPU".
 std::string device_label(DeviceKind kind, int ordinal);
 

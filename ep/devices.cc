@@ -31,6 +31,24 @@ OrtStatus* DevicePlumbing::temporary(int, void*, size_t, std::shared_ptr<void>*)
   return make_error(std::string("no device memory on ") + device_kind_name(kind()), ORT_NOT_IMPLEMENTED);
 }
 
+OrtStatus* copy_tensor(const DevicePlumbing& kind, const OrtValue* src, OrtValue* dst, void* stream) {
+  const OrtMemoryDevice* from = ort_ep().Value_GetMemoryDevice(src);
+  const OrtMemoryDevice* to = ort_ep().Value_GetMemoryDevice(dst);
+  const bool from_ours = kind.owns(from), to_ours = kind.owns(to);
+  if (!from_ours && !to_ours)
+    return make_error(std::string("FastAttentionEP: a copy with neither side on ") + device_kind_name(kind.kind()));
+  const CopyKind direction = from_ours && to_ours ? CopyKind::kDeviceToDevice
+                             : to_ours            ? CopyKind::kHostToDevice
+                                                  : CopyKind::kDeviceToHost;
+  size_t bytes = 0;
+  const void* from_data = nullptr;
+  void* to_data = nullptr;
+  FASTATTN_RETURN_IF_ERROR(ort().GetTensorSizeInBytes(src, &bytes));
+  FASTATTN_RETURN_IF_ERROR(ort().GetTensorData(src, &from_data));
+  FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(dst, &to_data));
+  return kind.copy(ordinal_of(to_ours ? to : from), stream, to_data, from_data, bytes, direction);
+}
+
 OrtStatus* append_accelerator_ep_device(OrtEpFactory* factory, const OrtHardwareDevice* hw, bool reused, DeviceKind kind,
                                         int ordinal, const std::vector<std::pair<const char*, std::string>>& extra,
                                         const OrtMemoryInfo* memory_info, std::vector<OrtEpDevice*>* out) {

@@ -36,24 +36,10 @@ struct MemcpyKernel : OrtKernelImpl {
       FASTATTN_RETURN_IF_ERROR(ort().GetDimensions(info, dims.data(), rank));
       OrtValue* output = nullptr;
       FASTATTN_RETURN_IF_ERROR(ort().KernelContext_GetOutput(context, 0, dims.data(), rank, &output));
-      size_t bytes = 0;
-      const void* src = nullptr;
-      void* dst = nullptr;
-      FASTATTN_RETURN_IF_ERROR(ort().GetTensorSizeInBytes(input, &bytes));
-      FASTATTN_RETURN_IF_ERROR(ort().GetTensorData(input, &src));
-      FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(output, &dst));
       // The direction from where the tensors are, not from the op's name.
-      const OrtMemoryDevice* from = ort_ep().Value_GetMemoryDevice(input);
-      const OrtMemoryDevice* to = ort_ep().Value_GetMemoryDevice(output);
-      const bool from_device = device.owns(from), to_device = device.owns(to);
-      if (!from_device && !to_device) return make_error("Memcpy node of FastAttentionEP: neither side is on its device");
-      const CopyKind kind = from_device && to_device ? CopyKind::kDeviceToDevice
-                            : to_device              ? CopyKind::kHostToDevice
-                                                     : CopyKind::kDeviceToHost;
-      const int ordinal = static_cast<int>(ort_ep().MemoryDevice_GetDeviceId(to_device ? to : from));
       void* stream = nullptr;
       FASTATTN_RETURN_IF_ERROR(ort().KernelContext_GetGPUComputeStream(context, &stream));
-      return device.copy(ordinal, stream, dst, src, bytes, kind);
+      return copy_tensor(device, input, output, stream);
     });
   }
 };
