@@ -28,9 +28,8 @@ std::vector<uint8_t> bool_mask_to_bias(const bool* mask, size_t n, DType t) {
   return out;
 }
 
-// An accelerator's node must get tensors in its device's memory (ORT hands a plugin EP host
-// memory where its Memcpy kernels are missing): refuse others by name rather than read a host
-// pointer on the device.
+}  // namespace
+
 std::string check_memory(const DevicePlumbing& device, int ordinal, const OrtValue* value, const char* what,
                          const char* name) {
   if (!device.accelerator()) return "";
@@ -42,8 +41,6 @@ std::string check_memory(const DevicePlumbing& device, int ordinal, const OrtVal
                                                   std::to_string(m ? ort_ep().MemoryDevice_GetDeviceId(m) : 0) + ")") +
          ", but the node runs on " + device_label(device.kind(), ordinal) + ": ONNX Runtime did not copy it there";
 }
-
-}  // namespace
 
 OrtStatus* compute_attention(const NodeConfig& cfg, const DevicePlumbing& device, int ordinal,
                              OrtKernelContext* context) noexcept {

@@ -28,6 +28,13 @@ struct NodeConfig {
   std::shared_ptr<const GqaConfig> gqa;
 };
 
+// "" when a kernel on device `ordinal` can read value, else why not ("input 'query' is in host
+// memory, but the node runs on CUDA device 0: ..."). An accelerator's node must get tensors in its
+// device's memory (ORT hands a plugin EP host memory where its Memcpy kernels are missing): refuse
+// others by name rather than read a host pointer on the device. Always "" on the CPU.
+std::string check_memory(const DevicePlumbing& device, int ordinal, const OrtValue* value, const char* what,
+                         const char* name);
+
 OrtStatus* compute_attention(const NodeConfig& cfg, const DevicePlumbing& device, int ordinal,
                              OrtKernelContext* context) noexcept;
 

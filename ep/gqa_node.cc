@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "node_translation.h"
@@ -11,6 +12,12 @@ namespace fastattn::ep {
 namespace {
 
 constexpr const char* kGqaOpType = "GroupQueryAttention";
+// Names in messages, in the schema's order (GqaInput, GqaOutput).
+constexpr const char* kInputNames[kGqaNumInputs] = {
+    "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache",
+    "position_ids", "attention_bias", "head_sink", "k_scale", "v_scale", "q_norm_weight", "k_norm_weight",
+    "query_seqlens"};
+constexpr const char* kOutputNames[kGqaNumOutputs] = {"output", "present_key", "present_value", "output_qk"};
 
 // The attributes of the schema of onnxruntime 1.32; a node with another one (a newer
 // onnxruntime's) is left to ONNX Runtime.
@@ -71,6 +78,11 @@ struct GqaCall {
   void* present_v = nullptr;
   const int32_t* past_len = nullptr;
   const int32_t* kv_len = nullptr;
+  // The past as a buffer of its own (present = past + new) that the backend copies into present
+  // itself (accelerators); null: present already holds the past.
+  const void* past_k = nullptr;
+  const void* past_v = nullptr;
+  int64_t past_rows = 0;
   const void* cos = nullptr;
   const void* sin = nullptr;
   int64_t rotary_half = 0;  // cos_cache.shape[1]
@@ -117,7 +129,10 @@ AttentionParams make_params(const GqaConfig& g, const GqaCall& c, Device device)
   p.out = view(c.out, c.seq * N * D, D, N * D);
   p.present_k = view(c.present_k, KV * c.capacity * D, c.capacity * D, D);
   p.present_v = view(c.present_v, KV * c.capacity * D, c.capacity * D, D);
-  if (c.seq_past > 0) {  // the past lives in present (copied there first unless it is the same buffer)
+  if (c.past_k) {
+    p.past_k = view(const_cast<void*>(c.past_k), KV * c.past_rows * D, c.past_rows * D, D);
+    p.past_v = view(const_cast<void*>(c.past_v), KV * c.past_rows * D, c.past_rows * D, D);
+  } else if (c.seq_past > 0) {  // the past lives in present (copied there first unless it is the same buffer)
     p.past_k = p.present_k;
     p.past_v = p.present_v;
   }
@@ -222,9 +237,6 @@ std::string translate_group_query_attention(const OrtNode* node, const NodeView&
     return "do_rotary without cos_cache and sin_cache";
   if (has(in, kGqaHeadSink) && g.smooth_softmax)
     return "head_sink together with smooth_softmax (ONNX Runtime rejects it)";
-  if (device.kind != DeviceKind::kCpu)
-    return "GroupQueryAttention is mapped on the CPU device only so far (seqlens_k and the KV cache are handled "
-           "on the host)";
 
   const TensorDesc& q = v.inputs[kGqaQuery];
   const DType t = q.dtype;
@@ -305,12 +317,14 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
     FASTATTN_RETURN_IF_ERROR(ort().KernelContext_GetOutputCount(context, &num_outputs));
     TensorDesc desc[kGqaNumInputs];
     void* data[kGqaNumInputs] = {};
+    const OrtValue* values[kGqaNumInputs] = {};
     for (int i = 0; i < kGqaNumInputs; ++i) {
       const int idx = g.input_index[i];
       if (idx < 0 || static_cast<size_t>(idx) >= num_inputs) continue;
       const OrtValue* value = nullptr;
       FASTATTN_RETURN_IF_ERROR(ort().KernelContext_GetInput(context, idx, &value));
       if (!value) continue;
+      values[i] = value;
       FASTATTN_RETURN_IF_ERROR(describe(value, &desc[i]));
       FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(const_cast<OrtValue*>(value), &data[i]));
     }
@@ -353,7 +367,35 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
     for (int64_t d : tl.dims) tl_count *= d;
     if (!tl.present || tl.dtype != DType::kInt32 || tl_count != 1)
       return fail("total_sequence_length must be an int32 scalar");
-    // seqlens_k and total_sequence_length are read on the host (the CPU device's memory).
+    // seqlens_k, total_sequence_length and position_ids steer the checks below and the sizes of
+    // the outputs, so they are read on the host: on an accelerator they are copied over (one
+    // synchronisation of the node's stream) unless ONNX Runtime left them in host memory.
+    const LaunchContext launch = device.launch_context(context, ordinal);
+    const bool accel = device.accelerator();
+    const TensorDesc& pid = desc[kGqaPositionIds];
+    std::vector<int32_t> seqlens_copy, total_copy;
+    std::vector<int64_t> ids_copy;
+    bool copied = false;
+    auto host_view = [&](int i, auto& copy, size_t count) -> OrtStatus* {
+      using E = typename std::decay_t<decltype(copy)>::value_type;
+      const OrtMemoryDevice* m = ort_ep().Value_GetMemoryDevice(values[i]);
+      if (!accel || !m || ort_ep().MemoryDevice_GetDeviceType(m) == OrtMemoryInfoDeviceType_CPU) return nullptr;
+      copy.resize(count);
+      if (count) FASTATTN_RETURN_IF_ERROR(device.copy(ordinal, launch.stream, copy.data(), data[i], count * sizeof(E),
+                                                      CopyKind::kDeviceToHost));
+      data[i] = copy.data();
+      copied = true;
+      return nullptr;
+    };
+    FASTATTN_RETURN_IF_ERROR(host_view(kGqaSeqlensK, seqlens_copy, static_cast<size_t>(B)));
+    FASTATTN_RETURN_IF_ERROR(host_view(kGqaTotalSequenceLength, total_copy, 1));
+    if (g.do_rotary && pid.present) {
+      if (pid.dtype != DType::kInt64) return fail("position_ids must be int64");
+      size_t count = 1;
+      for (int64_t d : pid.dims) count *= static_cast<size_t>(d);
+      FASTATTN_RETURN_IF_ERROR(host_view(kGqaPositionIds, ids_copy, count));
+    }
+    if (copied) FASTATTN_RETURN_IF_ERROR(device.synchronize(ordinal, launch.stream));
     const int32_t* seqlens_k = static_cast<const int32_t*>(data[kGqaSeqlensK]);
     const int64_t total = *static_cast<const int32_t*>(data[kGqaTotalSequenceLength]);
     const int64_t C = std::max(total, P);  // present length, as ONNX Runtime sizes it
@@ -390,7 +432,6 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
     // Rotary positions: position_ids[b, s] after the first prompt, position_ids[0] + s in it (ONNX
     // Runtime reads only the first element there), else the row's place in the cache.
     std::vector<int64_t> positions;
-    const TensorDesc& pid = desc[kGqaPositionIds];
     if (g.do_rotary) {
       const int64_t max_pos = desc[kGqaCosCache].dims[0];
       if (pid.present) {
@@ -433,6 +474,8 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
 
     // Outputs: output [B, S, N*D], present [B, KV, C, D].
     void* out_data[3] = {};
+    OrtValue* out_values[3] = {};
+    std::shared_ptr<void> device_lengths;
     for (int i = 0; i < 3; ++i) {
       const int idx = g.output_index[i];
       if (idx < 0 || static_cast<size_t>(idx) >= num_outputs) return fail("an output is missing");
@@ -441,6 +484,7 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
       OrtValue* value = nullptr;
       FASTATTN_RETURN_IF_ERROR(ort().KernelContext_GetOutput(context, idx, dims.data(), dims.size(), &value));
       if (!value) return fail("an output is missing");
+      out_values[i] = value;
       FASTATTN_RETURN_IF_ERROR(ort().GetTensorMutableData(value, &out_data[i]));
     }
     c.batch = B;
@@ -456,7 +500,38 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
     c.present_v = out_data[kGqaPresentValue];
     c.past_len = past_len.data();
     c.kv_len = kv_len.data();
-    const LaunchContext launch = device.launch_context(context, ordinal);
+    if (accel) {
+      // Every tensor the kernel reads or writes must be in the device's memory; the per-batch
+      // lengths (and rotary positions) go over in one copy, freed in stream order after the node.
+      for (int i : {kGqaQuery, kGqaKey, kGqaValue, kGqaPastKey, kGqaPastValue, kGqaCosCache, kGqaSinCache,
+                    kGqaAttentionBias, kGqaHeadSink})
+        if (values[i])
+          if (auto why = check_memory(device, ordinal, values[i], "input", kInputNames[i]); !why.empty())
+            return fail(why);
+      for (int i = 0; i < 3; ++i)
+        if (auto why = check_memory(device, ordinal, out_values[i], "output", kOutputNames[i]); !why.empty())
+          return fail(why);
+      const size_t len_bytes = (static_cast<size_t>(2 * B) * sizeof(int32_t) + 7) / 8 * 8;
+      const size_t pos_count = c.position_ids ? static_cast<size_t>(B * S) : 0;
+      std::vector<uint8_t> staging(len_bytes + pos_count * sizeof(int64_t));
+      std::memcpy(staging.data(), past_len.data(), B * sizeof(int32_t));
+      std::memcpy(staging.data() + B * sizeof(int32_t), kv_len.data(), B * sizeof(int32_t));
+      for (size_t r = 0; r < pos_count; ++r) {  // row b of the positions at b * S (the stride is S)
+        const int64_t b = static_cast<int64_t>(r) / S, i = static_cast<int64_t>(r) % S;
+        const int64_t v = c.position_ids[b * c.position_batch_stride + i];
+        std::memcpy(staging.data() + len_bytes + r * sizeof(int64_t), &v, sizeof(int64_t));
+      }
+      FASTATTN_RETURN_IF_ERROR(device.temporary(ordinal, launch.stream, staging.size(), &device_lengths));
+      FASTATTN_RETURN_IF_ERROR(device.copy(ordinal, launch.stream, device_lengths.get(), staging.data(), staging.size(),
+                                           CopyKind::kHostToDevice));
+      char* base = static_cast<char*>(device_lengths.get());
+      c.past_len = reinterpret_cast<const int32_t*>(base);
+      c.kv_len = reinterpret_cast<const int32_t*>(base) + B;
+      if (pos_count) {
+        c.position_ids = reinterpret_cast<const int64_t*>(base + len_bytes);
+        c.position_batch_stride = S;
+      }
+    }
 
     // The KV cache is updated in place in present. Where past is present's own buffer (genai's
     // past_present_share_buffer: the same OrtValue bound as both), nothing moves; else present is
@@ -465,6 +540,7 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
     const size_t row_bytes = static_cast<size_t>(D) * width;
     const size_t present_bytes = static_cast<size_t>(B * KV * C) * row_bytes;
     const size_t past_bytes = static_cast<size_t>(B * KV * P) * row_bytes;
+    // On an accelerator the backend does the same on the device from the past it is given.
     for (int i : {0, 1}) {
       char* present = static_cast<char*>(i == 0 ? c.present_k : c.present_v);
       const char* past = static_cast<const char*>(has_past ? data[i == 0 ? kGqaPastKey : kGqaPastValue] : nullptr);
@@ -472,6 +548,11 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
       if (past && past < present + present_bytes && present < past + past_bytes)
         return fail(std::string(i == 0 ? "past_key and present_key" : "past_value and present_value") +
                     " overlap without being the same buffer");
+      if (accel) {
+        (i == 0 ? c.past_k : c.past_v) = past;
+        c.past_rows = P;
+        continue;
+      }
       std::memset(present, 0, present_bytes);
       if (!past || seq_past == 0) continue;
       launch.parallel_for(B * KV, [&](int64_t bh) {
@@ -481,7 +562,13 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
       });
     }
     AttentionParams p = make_params(g, c, launch.device);
-    if (auto rule = attention_forward(p, launch); !rule.empty()) return fail(rule);
+    std::string rule;
+    try {
+      rule = attention_forward(p, launch);
+    } catch (const std::exception& e) {  // a device failure, named with the node (ORT_FAIL: no quiet CPU rerun)
+      return make_error(core::node_error(cfg.op_type, cfg.name, e.what()), ORT_FAIL);
+    }
+    if (!rule.empty()) return fail(rule);
     return nullptr;
   });
 }

@@ -99,3 +99,17 @@ def cpu_session(model, custom_ops=True) -> ort.InferenceSession:
 
 def max_err(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
+
+
+def cuda_ep_devices() -> list:
+    """FastAttentionEP's CUDA devices (none in a CPU-only build, without a driver or a visible GPU)."""
+    return [d for d in ort.get_ep_devices() if d.ep_name == EP and dict(d.ep_metadata).get("fastattn.kernel") == "cuda"]
+
+
+def gpu_ep_marks() -> list:
+    """pytestmark of the EP's GPU tests: marked gpu, skipped with the reason where no CUDA device is listed."""
+    import pytest
+
+    return [pytest.mark.gpu,
+            pytest.mark.skipif(not cuda_ep_devices(), reason="FastAttentionEP lists no CUDA device here (a CPU-only "
+                                                             "build, no NVIDIA driver, or no GPU visible)")]

@@ -139,6 +139,7 @@ def compare_outputs(got, want, totals, s, step, dtype):
     out_g, pk_g, pv_g = got[:3]
     out_w, pk_w, pv_w = want[:3]
     assert out_g.shape == out_w.shape and pk_g.shape == pk_w.shape
+    assert out_g.ndim == 3 and pk_g.ndim == 4, "output [B, S, hidden] and present [B, KV, C, D] out of order"
     for bi, t in enumerate(totals):
         rows = min(s, t) if step == 0 else s
         check_close(out_g[bi, :rows], out_w[bi, :rows], dtype, f"output, batch {bi}, step {step}")
@@ -166,30 +167,37 @@ def run_separate(model, lengths=(5, 3), steps=3, dtype="float32", **kw):
             break
 
 
+def shared_buffer_steps(sess, gen, max_len, dtype, device="cpu", fill=0.0):
+    """genai's past_present_share_buffer: one OrtValue per cache (on `device`, its rows starting as
+    `fill`) bound as both past input and present output, through the prompt and gen.steps steps.
+    Returns (output, present_key, present_value, totals, s) per step."""
+    b = len(gen.lengths)
+    gen.rng = np.random.default_rng(0)  # the same feeds for every session
+    start = np.full((b, gen.kv, max_len, gen.d), fill, NP[dtype])
+    # A CPU OrtValue wraps the array's memory: one copy each, or key and value would share it.
+    cache = {k: ort.OrtValue.ortvalue_from_numpy(start.copy(), device, 0) for k in ("key", "value")}
+    per_step = []
+    for step in range(gen.steps + 1):
+        f, totals, s = gen.feeds(step)
+        binding = sess.io_binding()
+        binding.bind_output("output")  # first: copy_outputs_to_cpu() lists outputs in binding order
+        for k, v in f.items():
+            binding.bind_cpu_input(k, v)
+        for k in ("key", "value"):
+            binding.bind_ortvalue_input(f"past_{k}", cache[k])
+            binding.bind_ortvalue_output(f"present_{k}", cache[k])
+        sess.run_with_iobinding(binding)
+        outs = binding.copy_outputs_to_cpu()
+        per_step.append((outs[0], cache["key"].numpy().copy(), cache["value"].numpy().copy(), totals, s))
+    return per_step
+
+
 def run_shared(model, lengths=(5, 3), steps=3, max_len=12, dtype="float32", **kw):
-    """genai's past_present_share_buffer: one OrtValue bound as both past input and present output."""
+    """The shared buffer on FastAttentionEP and on the CPU EP, step by step."""
     gen = Steps(model, lengths, steps, dtype=dtype, **kw)
-    b, kv, d = len(lengths), gen.kv, gen.d
-    results = []
-    for providers in ([EP, "CPUExecutionProvider"], ["CPUExecutionProvider"]):
-        sess = ort.InferenceSession(model.SerializeToString(), _so(), providers=providers)
-        gen.rng = np.random.default_rng(0)  # same feeds for both sessions
-        cache = {k: ort.OrtValue.ortvalue_from_numpy(np.zeros((b, kv, max_len, d), NP[dtype]))
-                 for k in ("key", "value")}
-        per_step = []
-        for step in range(steps + 1):
-            f, totals, s = gen.feeds(step)
-            binding = sess.io_binding()
-            for k, v in f.items():
-                binding.bind_cpu_input(k, v)
-            for k in ("key", "value"):
-                binding.bind_ortvalue_input(f"past_{k}", cache[k])
-                binding.bind_ortvalue_output(f"present_{k}", cache[k])
-            binding.bind_output("output")
-            sess.run_with_iobinding(binding)
-            outs = binding.copy_outputs_to_cpu()
-            per_step.append((outs[0], cache["key"].numpy().copy(), cache["value"].numpy().copy(), totals, s))
-        results.append(per_step)
+    results = [shared_buffer_steps(ort.InferenceSession(model.SerializeToString(), _so(), providers=providers), gen,
+                                   max_len, dtype)
+               for providers in ([EP, "CPUExecutionProvider"], ["CPUExecutionProvider"])]
     for step, (g, w) in enumerate(zip(*results)):
         compare_outputs(g[:3], w[:3], g[3], g[4], step, dtype)
 

@@ -132,6 +132,19 @@ CUTE_DEVICE void load_tile(TiledCopy const& tc, Src const& first, Src const& sec
   }
 }
 
+// 2^lse / (2^lse + e^sink_h) for query row r of block head h (packed GQA rows: head
+// h * rows_per_token + r), lse the row's log2-sum-exp of its visible scores.
+}  // namespace detail
+
+template <class T>
+CUTE_DEVICE float sink_factor_of(const FwdParams& p, int h, int r, float lse) {
+  const int head = h * p.rows_per_token + (p.rows_per_token == 1 ? 0 : r % p.rows_per_token);
+  const float sink = p.head_sink ? static_cast<float>(static_cast<const T*>(p.head_sink)[head]) : 0.f;
+  return 1.f / (1.f + exp2f(sink * 1.4426950408889634f - lse));
+}
+
+namespace detail {
+
 struct AllRows {
   CUTE_DEVICE bool operator()(int) const { return true; }
 };
@@ -163,13 +176,26 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   const int b = blockIdx.z / p.num_splits, split = blockIdx.z % p.num_splits;
   const int row0 = m_block * kBlockM;
   const int rows_here = min(kBlockM, p.seq_q - row0);
+  // This batch's keys end at seq_total (per-batch lengths: GroupQueryAttention's KV cache); its
+  // first query row sits at query_shift; a row past the last valid key is held at pos_cap.
+  int seq_total = p.seq_total, query_shift = p.query_shift, pos_cap = INT_MAX;
+  if (p.past_len != nullptr) {
+    query_shift = p.past_len[b];
+    seq_total = min(seq_total, query_shift + p.new_rows);
+  }
+  if (p.kv_len != nullptr) {
+    pos_cap = p.kv_len[b] - 1;
+    seq_total = min(seq_total, p.kv_len[b]);
+  }
   // Position i' of query row r (packed GQA rows share one token).
-  auto row_pos = [&](int r) { return (p.rows_per_token == 1 ? r : r / p.rows_per_token) + p.query_shift; };
+  auto row_pos = [&](int r) {
+    return min((p.rows_per_token == 1 ? r : r / p.rows_per_token) + query_shift, pos_cap);
+  };
   const int pos_first = row_pos(row0), pos_last = row_pos(row0 + rows_here - 1);
   const bool has_left = p.window_left >= 0, has_right = p.window_right >= 0;
 
   // Keys any row of this block may see (inclusive), within this block's split.
-  int key_lo = 0, key_hi = p.seq_total - 1;
+  int key_lo = 0, key_hi = seq_total - 1;
   if (has_left) key_lo = max(key_lo, pos_first - p.window_left);
   if (has_right) key_hi = min(key_hi, pos_last + p.window_right);
   if (p.num_splits > 1) {
@@ -329,13 +355,13 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     if (!has_mask) return;
     for (int i = tid; i < kBlockN; i += kNThreads) {
       const int j = t * kBlockN + i;
-      key_ok[i] = j < p.seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
+      key_ok[i] = j < seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
     }
   };
   // Tiles whose keys are not all visible to every row of the block need per-element masks.
   auto needs_mask = [&](int n) {
     const int lo = n * kBlockN, hi = lo + kBlockN - 1;
-    return hi >= p.seq_total || (has_right && hi > pos_first + p.window_right) ||
+    return hi >= seq_total || (has_right && hi > pos_first + p.window_right) ||
            (has_left && lo < pos_last - p.window_left) ||
            (has_mask && (mask_general || lo < vis_first || hi > vis_last));
   };
@@ -352,7 +378,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   Loader::land(gcopy, stage_q, tQsQ);
   int n = n_hi;
   detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, n), tKgKn(_, _, _, n), tKsK, stage_kv, tKVcKV, n * kBlockN,
-                            p.seq_past, p.seq_total, p.head_dim, detail::AllRows{});
+                            p.seq_past, seq_total, p.head_dim, detail::AllRows{});
   Loader::commit();
   stage_key_mask(n);
 
@@ -373,11 +399,11 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     const bool zero_hidden = hides_v_rows(n);
     if (kFull && zero_hidden) {
       detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, n), tVgVn(_, _, _, n), tVsV, stage_kv, tKVcKV, n * kBlockN,
-                                p.seq_past, p.seq_total, p.head_dim,
+                                p.seq_past, seq_total, p.head_dim,
                                 [&](int row) { return key_ok[row - n * kBlockN] != 0; });
     } else {
       detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, n), tVgVn(_, _, _, n), tVsV, stage_kv, tKVcKV, n * kBlockN,
-                                p.seq_past, p.seq_total, p.head_dim, detail::AllRows{});
+                                p.seq_past, seq_total, p.head_dim, detail::AllRows{});
     }
     Loader::commit();
 
@@ -400,7 +426,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
           float x = s(mi, ni) * p.scale;
           if (p.softcap > 0.f) x = p.softcap * detail::tanh_fast(x / p.softcap);
           const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
-          if (p.bias != nullptr && qi < p.seq_q && kj < p.seq_total) {
+          if (p.bias != nullptr && qi < p.seq_q && kj < seq_total) {
             const int64_t at = qi * p.bias_r + kj * p.bias_c;
             x += p.bias_f32 ? bias_f[at] : static_cast<float>(bias[at]);
           }
@@ -413,7 +439,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       CUTE_UNROLL
       for (int ni = 0; ni < kCols; ++ni) {
         const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
-        const bool col_ok = kj < p.seq_total && (!has_mask || key_ok[kj - n * kBlockN] != 0);
+        const bool col_ok = kj < seq_total && (!has_mask || key_ok[kj - n * kBlockN] != 0);
         CUTE_UNROLL
         for (int mi = 0; mi < kRows; ++mi) {
           const int qi = row_pos(row0 + get<0>(tScS_rc(mi, 0)));
@@ -428,7 +454,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     __syncthreads();  // V(n) in shared memory; every warp is done reading K(n)
     if (n > n_lo) {
       detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, n - 1), tKgKn(_, _, _, n - 1), tKsK, stage_kv, tKVcKV,
-                                (n - 1) * kBlockN, p.seq_past, p.seq_total, p.head_dim, detail::AllRows{});
+                                (n - 1) * kBlockN, p.seq_past, seq_total, p.head_dim, detail::AllRows{});
       Loader::commit();
       stage_key_mask(n - 1);  // every thread has passed this tile's masking (barrier above)
     }
@@ -486,11 +512,15 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   // Epilogue: divide by the row sums (rows that saw no key: exactly zero), via shared memory
   // (the Q buffer) to full-width global stores.
   float lse[kRows];
+  // A softmax sink (full variant; applied by the merge under split-KV) scales a row by
+  // 2^lse / (2^lse + e^sink).
+  const bool has_sink = kFull && p.num_splits == 1 && (p.head_sink != nullptr || p.smooth_softmax);
   CUTE_UNROLL
   for (int mi = 0; mi < kRows; ++mi) {
     const float l = Frag::row_allreduce(row_sum[mi], detail::SumOp{});
-    const float inv = 1.f / l;
+    float inv = 1.f / l;
     lse[mi] = l == 0.f ? -INFINITY : row_max[mi] * exp_scale + __log2f(l);
+    if (has_sink) inv *= sink_factor_of<T>(p, h, row0 + get<0>(tScS_rc(mi, 0)), lse[mi]);
     CUTE_UNROLL
     for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) = l == 0.f ? 0.f : acc_o_rc(mi, c) * inv;
   }

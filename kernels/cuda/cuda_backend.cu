@@ -2,6 +2,7 @@
 // launched on the context's stream (run), and what it found on this machine (describe).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -14,7 +15,9 @@
 #include "dispatch.h"
 #include "fwd_launch.h"
 #include "float32_bridge.h"
+#include "kv_cache.h"
 #include "kv_copy.h"
+#include "scratch_pool.h"
 
 namespace fastattn::cuda {
 namespace {
@@ -125,10 +128,16 @@ std::string supports(const AttentionParams& p) {
       return std::string("the CUDA kernel needs every tensor in one element type (") + elem_name(p.dtype) + "), got " +
              elem_name(v->dtype);
   if (p.bias && p.bias_dtype != p.dtype) return "the CUDA kernel needs attn_bias in the query's element type";
-  if (p.kv_capacity > 0) return "the CUDA kernel does not update a KV cache in place yet";
-  if (p.kv_len) return "the CUDA kernel does not take per-batch key lengths yet (use key_padding_mask)";
-  if (p.rotary.cos_cache) return "the CUDA kernel does not apply rotary embeddings yet";
-  if (p.smooth_softmax || p.head_sink) return "the CUDA kernel does not take smooth_softmax or head_sink yet";
+  // GroupQueryAttention's parts (in-place cache, per-batch lengths, rotary, sinks) run in the
+  // 16-bit types only, as onnxruntime's own CUDA kernel: the float32 bridge would scan and convert
+  // the whole cache, rows past the valid lengths included.
+  const bool gqa_parts = p.kv_capacity > 0 || p.kv_len || p.past_len || p.rotary.cos_cache || p.smooth_softmax ||
+                         p.head_sink;
+  if (gqa_parts && p.dtype == ElemType::kFloat32)
+    return "the CUDA kernel takes an in-place KV cache, per-batch lengths, rotary and softmax sinks in float16 or "
+           "bfloat16 only (onnxruntime's CUDA GroupQueryAttention is 16-bit too)";
+  if (p.rotary.cos_cache && p.kv_capacity == 0)
+    return "the CUDA kernel applies rotary embeddings only with an in-place KV cache (GroupQueryAttention)";
 
   const DeviceInfo& dev = device_info(p.device.ordinal);
   if (!dev.error.empty()) return dev.error;
@@ -168,7 +177,7 @@ std::string supports(const AttentionParams& p) {
     return "the CUDA kernel takes sequences shorter than 2^30, got S_q = " + s(p.seq_q) + ", S_total = " +
            s(p.seq_total());
   // 16-byte vector loads and stores: every row starts on a 16-byte boundary.
-  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out})
+  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out, &p.present_k, &p.present_v})
     if (p.dtype != ElemType::kFloat32 && v->data && (v->batch_stride % 8 || v->head_stride % 8 || v->seq_stride % 8))
       return "the CUDA kernel needs batch, head and row strides that are multiples of 8 elements (16 bytes)";
   return "";
@@ -212,25 +221,8 @@ void pack_gqa_rows(FwdParams& f) {
   f.rows_per_token = g;  // every row is token 0, at position S_total - 1
 }
 
-void run(const AttentionParams& p, const LaunchContext& ctx) {
-  const DeviceInfo& dev = device_info(p.device.ordinal);
-  if (!dev.error.empty()) throw std::runtime_error("fastattn CUDA: " + dev.error);
-  const Instance* inst = find_instance(p.dtype == ElemType::kFloat32 ? ElemType::kFloat16 : p.dtype, p.head_dim);
-  if (!inst) throw std::runtime_error("fastattn CUDA: no kernel compiled for this head size");
-  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out})
-    if (p.dtype != ElemType::kFloat32 && v->data && !aligned16(v->data))
-      throw std::runtime_error("fastattn CUDA: query, key, value, past and output must start at 16-byte aligned addresses");
-  DeviceScope scope(p.device.ordinal);
-  cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
-  if (p.dtype == ElemType::kFloat32) {
-    run_float32(p, ctx, dev.sms, [&](const AttentionParams& h) { run(h, ctx); });
-    return;
-  }
-
-  // present = concat(past, new): written beside the attention, which reads past and new itself.
-  if (p.present_k.data) write_present(p, p.past_k, p.k, p.present_k, dev.sms, stream);
-  if (p.present_v.data) write_present(p, p.past_v, p.v, p.present_v, dev.sms, stream);
-
+// The kernel's parameters for p (16-bit, no in-place cache, no rotary).
+FwdParams fwd_params_of(const AttentionParams& p, const DeviceInfo& dev) {
   FwdParams f;
   f.q = p.q.data;
   f.out = p.out.data;
@@ -275,13 +267,86 @@ void run(const AttentionParams& p, const LaunchContext& ctx) {
   f.bias_r = p.bias_row_stride;
   f.bias_c = p.bias_col_stride;
   f.bias_f32 = p.bias && p.bias_dtype == ElemType::kFloat32;
+  f.head_sink = p.head_sink;
+  f.smooth_softmax = p.smooth_softmax;
+  f.kv_len = p.kv_len;
   if (f.seq_q == 1 && f.kv_group > 1) pack_gqa_rows(f);
   if (p.key_padding_mask) {
     f.mask = p.key_padding_mask;
     f.mask_bytes = p.mask_type == MaskType::kInt64 ? 8 : p.mask_type == MaskType::kInt32 ? 4 : 1;
     f.mask_b = p.mask_batch_stride;
   }
-  inst->run(f, family_of(dev.cc), stream);
+  return f;
+}
+
+// An in-place KV cache (GroupQueryAttention): the new rows go into present first (rotated keys),
+// the query is rotated into scratch, then the attention reads every key from present, batch b up
+// to its own length.
+void run_in_place(const AttentionParams& p, const Instance& inst, const DeviceInfo& dev, cudaStream_t stream) {
+  update_kv_cache(p, dev.sms, stream);
+  AttentionParams a = p;
+  void* rotated = nullptr;
+  if (p.rotary.cos_cache) {
+    const int64_t n = p.batch * p.seq_q * p.num_heads * p.head_dim;
+    const cudaError_t e = scratch_malloc(&rotated, static_cast<size_t>(n) * elem_size(p.dtype), stream);
+    if (e != cudaSuccess)
+      throw std::runtime_error(std::string("fastattn CUDA: rotary scratch allocation failed: ") + cudaGetErrorString(e));
+    TensorView q;
+    q.data = rotated;
+    q.dtype = p.dtype;
+    q.batch_stride = p.seq_q * p.num_heads * p.head_dim;
+    q.head_stride = p.head_dim;
+    q.seq_stride = p.num_heads * p.head_dim;
+    rotate_query(p, q, dev.sms, stream);
+    a.q = q;
+  }
+  a.rotary = RotaryParams{};
+  a.past_k = p.present_k;
+  a.past_v = p.present_v;
+  a.k = a.v = TensorView{};
+  a.present_k = a.present_v = TensorView{};
+  a.kv_capacity = 0;
+  a.past_len = nullptr;
+  // Keys of every batch lie below seq_past (the largest past length) + the new rows.
+  a.seq_past = std::min(p.kv_capacity, p.seq_past + p.seq_kv);
+  a.seq_kv = 0;
+  FwdParams f = fwd_params_of(a, dev);
+  f.past_len = p.past_len;
+  f.new_rows = static_cast<int>(p.seq_kv);
+  if (!p.past_len) f.query_shift = static_cast<int>(p.seq_past);
+  try {
+    inst.run(f, family_of(dev.cc), stream);
+  } catch (...) {
+    if (rotated) scratch_free(rotated, stream);
+    throw;
+  }
+  if (rotated) scratch_free(rotated, stream);
+}
+
+void run(const AttentionParams& p, const LaunchContext& ctx) {
+  const DeviceInfo& dev = device_info(p.device.ordinal);
+  if (!dev.error.empty()) throw std::runtime_error("fastattn CUDA: " + dev.error);
+  const Instance* inst = find_instance(p.dtype == ElemType::kFloat32 ? ElemType::kFloat16 : p.dtype, p.head_dim);
+  if (!inst) throw std::runtime_error("fastattn CUDA: no kernel compiled for this head size");
+  for (const TensorView* v : {&p.q, &p.k, &p.v, &p.past_k, &p.past_v, &p.out, &p.present_k, &p.present_v})
+    if (p.dtype != ElemType::kFloat32 && v->data && !aligned16(v->data))
+      throw std::runtime_error(
+          "fastattn CUDA: query, key, value, past, present and output must start at 16-byte aligned addresses");
+  DeviceScope scope(p.device.ordinal);
+  cudaStream_t stream = static_cast<cudaStream_t>(ctx.stream);
+  if (p.dtype == ElemType::kFloat32) {
+    run_float32(p, ctx, dev.sms, [&](const AttentionParams& h) { run(h, ctx); });
+    return;
+  }
+  if (p.kv_capacity > 0) {
+    run_in_place(p, *inst, dev, stream);
+    return;
+  }
+
+  // present = concat(past, new): written beside the attention, which reads past and new itself.
+  if (p.present_k.data) write_present(p, p.past_k, p.k, p.present_k, dev.sms, stream);
+  if (p.present_v.data) write_present(p, p.past_v, p.v, p.present_v, dev.sms, stream);
+  inst->run(fwd_params_of(p, dev), family_of(dev.cc), stream);
 }
 
 std::string describe() {

@@ -36,11 +36,15 @@ __global__ void combine_splits_kernel(const __grid_constant__ FwdParams p) {
     for (int s = lane; s < p.num_splits; s += 32) sum += exp2f(p.lse_partial[s * rows + row] - m);
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
 
+  const int r = int(row % p.seq_q);
+  const int64_t bh = row / p.seq_q;
+  const int h = int(bh % p.heads), b = int(bh / p.heads);
   constexpr int kPer = kHeadDim / 32;
   float acc[kPer];
   for (int i = 0; i < kPer; ++i) acc[i] = 0.f;
   if (m != -INFINITY) {
-    const float inv = 1.f / sum;
+    float inv = 1.f / sum;
+    if (p.head_sink != nullptr || p.smooth_softmax) inv *= sink_factor_of<Element>(p, h, r, m + __log2f(sum));
     for (int s = 0; s < p.num_splits; ++s) {
       const float w = exp2f(p.lse_partial[s * rows + row] - m) * inv;
       if (w == 0.f) continue;  // a split with no visible key holds zeros: skip its reads
@@ -49,9 +53,6 @@ __global__ void combine_splits_kernel(const __grid_constant__ FwdParams p) {
         if (lane + 32 * i < p.head_dim) acc[i] += w * src[lane + 32 * i];
     }
   }
-  const int r = int(row % p.seq_q);
-  const int64_t bh = row / p.seq_q;
-  const int h = int(bh % p.heads), b = int(bh / p.heads);
   Element* dst = static_cast<Element*>(p.out) + b * p.o_st.batch + h * p.o_st.head + r * p.o_st.row;
   for (int i = 0; i < kPer; ++i)
     if (lane + 32 * i < p.head_dim) dst[lane + 32 * i] = Element(acc[i]);
@@ -151,7 +152,9 @@ void launch_variant(FwdParams p, cudaStream_t stream) {
 template <class Tr>
 void launch_traits(const FwdParams& p, cudaStream_t stream) {
   // The lean variant folds the scale into the exponent, which needs scale > 0.
-  if (p.bias != nullptr || p.softcap > 0.f || p.mask != nullptr || !(p.scale > 0.f)) launch_variant<Tr, true>(p, stream);
+  if (p.bias != nullptr || p.softcap > 0.f || p.mask != nullptr || !(p.scale > 0.f) || p.head_sink != nullptr ||
+      p.smooth_softmax)
+    launch_variant<Tr, true>(p, stream);
   else launch_variant<Tr, false>(p, stream);
 }
 

@@ -27,12 +27,25 @@ struct FwdParams {
   // token, and the group's K/V tiles are read once instead of once per head).
   int rows_per_token = 1;
   int query_shift = 0;  // S_total - S_q of the node
+  // Per-batch lengths (GroupQueryAttention's KV cache; null: none). With past_len, the query
+  // rows of batch b start at position past_len[b] (instead of query_shift) and its keys end at
+  // past_len[b] + new_rows; with kv_len, keys j >= kv_len[b] are hidden and a row past the last
+  // valid key takes position kv_len[b] - 1 (it attends like the last valid row). Keys past a
+  // batch's end are never loaded, whatever their bits.
+  const int* past_len = nullptr;
+  const int* kv_len = nullptr;
+  int new_rows = 0;
   int head_dim = 0;                        // <= the kernel's padded head size, multiple of 8
   int window_left = -1, window_right = -1; // -1: unbounded; causal is window_right == 0
 
   float scale = 0.f;       // on Q K^T
   float scale_log2 = 0.f;  // scale * log2(e)
   float softcap = 0.f;     // <= 0: none
+  // One more softmax denominator term per row, exp(sink_h) of the row's head h (no value):
+  // head_sink [heads] in the element type, or 0 for every head with smooth_softmax. The rows'
+  // weights then sum to less than 1. The full variant only.
+  const void* head_sink = nullptr;
+  bool smooth_softmax = false;
 
   // Additive bias [B, H, S_q, S_total] in the element type, or float32 when bias_f32 (float32
   // nodes run through the 16-bit kernels; their bias is read as it is); broadcast axes have stride 0.

@@ -81,3 +81,30 @@ def build_model(*, layout: str = "3d", batch=1, seq_q=4, seq_kv=4, seq_past=0, n
                               producer_name="fastattn_onnx.models")
     model.ir_version = IR_VERSION
     return model
+
+
+def build_gqa_decode_model(*, batch: int, num_heads: int, kv_num_heads: int, head_dim: int, capacity: int,
+                           dtype: str = "float16") -> onnx.ModelProto:
+    """One com.microsoft::GroupQueryAttention node as onnxruntime-genai's builder emits it for a
+    decoder (separate Q/K/V, past/present [B, KV, capacity, D] meant for a shared buffer), for
+    timing one generation step."""
+    elem = ELEMENT_TYPES[dtype]
+    vi = helper.make_tensor_value_info
+    inputs = [vi("query", elem, [batch, "S", num_heads * head_dim]),
+              vi("key", elem, [batch, "S", kv_num_heads * head_dim]),
+              vi("value", elem, [batch, "S", kv_num_heads * head_dim]),
+              vi("past_key", elem, [batch, kv_num_heads, capacity, head_dim]),
+              vi("past_value", elem, [batch, kv_num_heads, capacity, head_dim]),
+              vi("seqlens_k", TensorProto.INT32, [batch]),
+              vi("total_sequence_length", TensorProto.INT32, [])]
+    outputs = [vi("output", elem, [batch, "S", num_heads * head_dim]),
+               vi("present_key", elem, [batch, kv_num_heads, capacity, head_dim]),
+               vi("present_value", elem, [batch, kv_num_heads, capacity, head_dim])]
+    node = helper.make_node("GroupQueryAttention", [i.name for i in inputs], [o.name for o in outputs],
+                            name="group_query_attention_0", domain="com.microsoft", num_heads=num_heads,
+                            kv_num_heads=kv_num_heads)
+    graph = helper.make_graph([node], "gqa_decode", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = IR_VERSION
+    return model

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-from ort_helpers import EP, build_model, max_err
+from ort_helpers import EP, build_model, gpu_ep_marks, max_err
 from reference import attention_reference
 
 import fastattn_onnx
@@ -23,15 +23,7 @@ TOL = 1e-2
 B, H, KVH, S, D = 2, 8, 2, 128, 64
 
 
-def _cuda_ep_devices():
-    return [d for d in ort.get_ep_devices() if d.ep_name == EP and dict(d.ep_metadata).get("fastattn.kernel") == "cuda"]
-
-
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not _cuda_ep_devices(), reason="FastAttentionEP lists no CUDA device here (a CPU-only build, "
-                                                       "no NVIDIA driver, or no GPU visible)"),
-]
+pytestmark = gpu_ep_marks()
 
 
 def _model(**kw):

@@ -62,7 +62,7 @@ for dt in fp16 bf16; do
 done
 mv "$BUILD/gen/fwd_instances.inc.new" "$BUILD/gen/fwd_instances.inc"
 echo "FASTATTN_BACKEND(cuda)" > "$BUILD/gen/backend_list.inc"
-SRCS="$SRCS $ROOT/kernels/cuda/cuda_backend.cu $ROOT/kernels/cuda/float32_bridge.cu $ROOT/kernels/cuda/kv_copy.cu $ROOT/kernels/cuda/scratch_pool.cu $ROOT/kernels/cuda/tests/cuda_check.cu $ROOT/kernels/dispatch.cc $ROOT/kernels/attention_params.cc"
+SRCS="$SRCS $ROOT/kernels/cuda/cuda_backend.cu $ROOT/kernels/cuda/float32_bridge.cu $ROOT/kernels/cuda/kv_cache.cu $ROOT/kernels/cuda/kv_copy.cu $ROOT/kernels/cuda/scratch_pool.cu $ROOT/kernels/cuda/tests/cuda_check.cu $ROOT/kernels/dispatch.cc $ROOT/kernels/attention_params.cc"
 
 echo "== building with $JOBS jobs for $ARCHS, head sizes: $DIMS"
 start=$(date +%s)

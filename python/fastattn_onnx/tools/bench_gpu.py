@@ -173,6 +173,69 @@ def _ort_timing(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, inputs, rep
         del session, bindings, outs
 
 
+def _gqa_decode_timing(c, dtype, repeats) -> Timing:
+    """One generation step of a com.microsoft::GroupQueryAttention node on FastAttentionEP as
+    onnxruntime-genai runs it: the KV cache a shared buffer of capacity past + 64 (torch CUDA
+    tensors bound as past and present, updated in place), seqlens_k and total_sequence_length
+    bound from host memory. Includes the node's host round trip for those lengths."""
+    name = "ours (ORT, GQA node)"
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        import torch
+
+        import fastattn_onnx  # noqa: F401
+
+        from ..constants import EP_NAME
+        from ..model_builders import build_gqa_decode_model
+
+        dtype_name = str(dtype).replace("torch.", "")
+        if dtype_name != "float16":
+            return Timing(name, None, "timed in float16 only")
+        b, n, kv, d, past = c["batch"], c["heads"], c["kv_heads"], c["head_dim"], c["past"]
+        cap = past + 64
+        model = build_gqa_decode_model(batch=b, num_heads=n, kv_num_heads=kv, head_dim=d, capacity=cap)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[EP_NAME, "CPUExecutionProvider"],
+                                    enable_fallback=0)
+        sess.disable_fallback()
+        dev = torch.device("cuda")
+        q = torch.randn(b, 1, n * d, dtype=dtype, device=dev)
+        k = torch.randn(b, 1, kv * d, dtype=dtype, device=dev)
+        v = torch.randn(b, 1, kv * d, dtype=dtype, device=dev)
+        caches = [torch.randn(b, kv, cap, d, dtype=dtype, device=dev) for _ in range(2)]
+        out = torch.empty(b, 1, n * d, dtype=dtype, device=dev)
+        seqlens = np.full(b, past, np.int32)  # past rows + the new one, minus one
+        total = np.array(past + 1, np.int32)
+        binding = sess.io_binding()
+        for nm, t in (("query", q), ("key", k), ("value", v), ("past_key", caches[0]), ("past_value", caches[1])):
+            binding.bind_input(nm, "cuda", 0, np.float16, list(t.shape), t.data_ptr())
+        binding.bind_cpu_input("seqlens_k", seqlens)
+        binding.bind_cpu_input("total_sequence_length", total)
+        binding.bind_output("output", "cuda", 0, np.float16, list(out.shape), out.data_ptr())
+        for nm, t in (("present_key", caches[0]), ("present_value", caches[1])):
+            binding.bind_output(nm, "cuda", 0, np.float16, list(t.shape), t.data_ptr())
+        torch.cuda.synchronize()
+        for _ in range(3):
+            sess.run_with_iobinding(binding)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sess.run_with_iobinding(binding)
+            times.append(time.perf_counter() - start)
+        # The step's output against SDPA on the cache it read (the new row written at `past`).
+        kk = caches[0][:, :, :past + 1].repeat_interleave(n // kv, dim=1)
+        vv = caches[1][:, :, :past + 1].repeat_interleave(n // kv, dim=1)
+        want = torch.nn.functional.scaled_dot_product_attention(q.view(b, 1, n, d).transpose(1, 2), kk, vv)
+        err = float((out.view(b, 1, n, d).transpose(1, 2) - want).abs().max().item())
+        if not err <= 5e-2:
+            return Timing(name, None, f"output differs from SDPA's by {err:.3g}")
+        return Timing(name, statistics.median(times) * 1e3)
+    except Exception as error:  # noqa: BLE001  (the bench goes on without this contender)
+        return Timing(name, None, str(error).splitlines()[0][:80] if str(error) else type(error).__name__)
+
+
 def time_case(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, repeats) -> list[Timing]:
     import torch
     import torch.nn.functional as F
@@ -244,4 +307,7 @@ def run_gpu(args) -> int:
     label = (f"decode B={c['batch']} H={c['heads']} KV={c['kv_heads']} S_q=1 past={c['past']} "
              f"D={c['head_dim']}")
     print(_line(label, rows, kv_bytes / 1e9, "GB/s"), flush=True)
+    # The same step as a GroupQueryAttention node (what onnxruntime-genai's models hold).
+    gqa = [_gqa_decode_timing(c, dtype, args.repeats)] + rows[2:]
+    print(_line(label + " GroupQueryAttention", gqa, kv_bytes / 1e9, "GB/s"), flush=True)
     return 0
