@@ -107,12 +107,16 @@ def test_gpu_gqa_multi_token_steps(rotary):
     run_shared(model, lengths=(3,), steps=3, chunk=3, max_len=16)
 
 
-def test_gpu_gqa_long_prompt_and_decode_over_a_long_past():
+@pytest.mark.parametrize("sink", ["none", "head_sink", "smooth_softmax"])
+def test_gpu_gqa_long_prompt_and_decode_over_a_long_past(sink):
     """Llama-like heads (32 query heads over 8 KV heads, D = 128, rotary on 64 dims), a right-padded
     batch of prompts of 700 and 1100 tokens in a 2048-row shared buffer, then decode steps: tiles
-    past the lengths, split-KV with per-batch ends and packed GQA rows."""
-    model = gqa_model(n=32, kv=8, d=128, rotary_half=32, max_pos=2048, dtype="float16")
-    run_shared(model, lengths=(700, 1100), steps=3, max_len=2048, n=32, kv=8, d=128)
+    past the lengths, split-KV with per-batch ends and packed GQA rows (the sinks then applied by
+    the split merge)."""
+    kw = dict(head_sink=True) if sink == "head_sink" else {}
+    attrs = dict(smooth_softmax=1) if sink == "smooth_softmax" else None
+    model = gqa_model(n=32, kv=8, d=128, rotary_half=32, max_pos=2048, dtype="float16", attrs=attrs, **kw)
+    run_shared(model, lengths=(700, 1100), steps=3, max_len=2048, n=32, kv=8, d=128, **kw)
 
 
 def test_gpu_gqa_large_garbage_in_the_cache_does_not_leak():
