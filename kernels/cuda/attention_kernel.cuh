@@ -132,10 +132,10 @@ CUTE_DEVICE void load_tile(TiledCopy const& tc, Src const& first, Src const& sec
   }
 }
 
-// 2^lse / (2^lse + e^sink_h) for query row r of block head h (packed GQA rows: head
-// h * rows_per_token + r), lse the row's log2-sum-exp of its visible scores.
 }  // namespace detail
 
+// 2^lse / (2^lse + e^sink_h) for query row r of block head h (packed GQA rows: head
+// h * rows_per_token + r), lse the row's log2-sum-exp of its visible scores.
 template <class T>
 CUTE_DEVICE float sink_factor_of(const FwdParams& p, int h, int r, float lse) {
   const int head = h * p.rows_per_token + (p.rows_per_token == 1 ? 0 : r % p.rows_per_token);
