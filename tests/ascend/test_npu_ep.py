@@ -122,6 +122,12 @@ def test_declined_softcap_runs_on_the_cpu_ep(main):
     assert r["error"] <= 2e-3
 
 
+def test_group_query_attention_is_declined_on_the_npu_and_runs_on_the_cpu_ep(main):
+    r = main["gqa"]
+    assert r["placement"] == {"gqa_0": "CPUExecutionProvider"} and r["operator_runs"] == 0
+    assert r["error"] == 0.0  # ONNX Runtime's own kernel in both sessions
+
+
 def test_operator_failure_names_the_node_and_the_session_survives(main):
     r = main["failure"]
     assert r["raised"], "the injected operator failure was not reported"

@@ -157,6 +157,22 @@ def main_scenario() -> dict:
     result["softcap"] = {"error": max_err(out, want), "operator_runs": operator_runs() - before,
                          "placement": placement(model, feeds)}
 
+    # GroupQueryAttention: the operator's V1 has no in-place cache or rotary, so the NPU device
+    # declines it and the node runs on ONNX Runtime's own CPU kernel, unchanged.
+    from test_gqa_ep import Steps, gqa_model
+
+    model = gqa_model(dtype="float16", rotary_half=8)
+    gen = Steps(model, (5, 3), 0, dtype="float16")
+    feeds, _, _ = gen.feeds(0)
+    empty = np.zeros((2, gen.kv, 0, gen.d), np.float16)
+    feeds.update(past_key=empty, past_value=empty)
+    before = operator_runs()
+    got = session(model).run(None, feeds)[0].astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), session_options(),
+                                providers=["CPUExecutionProvider"]).run(None, feeds)[0].astype(np.float32)
+    result["gqa"] = {"error": max_err(got, want), "operator_runs": operator_runs() - before,
+                     "placement": fastattn_onnx.node_placement(model, inputs=feeds, session_options=session_options())}
+
     # An operator failure: an error naming the node, then the same session runs again.
     kw = dict(layout="4d", batch=1, seq_q=4, seq_kv=4, num_heads=2, head_dim=16, dtype="float16", causal=1,
               node_name="failing_node")
