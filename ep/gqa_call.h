@@ -25,8 +25,8 @@ struct GqaCall {
   void* present_v = nullptr;
   const int32_t* past_len = nullptr;
   const int32_t* kv_len = nullptr;
-  // The past as a buffer of its own (present = past + new) that the backend copies into present
-  // itself (accelerators); null: present already holds the past.
+  // The past as a buffer of its own (present = past + new), which the backend copies into present;
+  // null: present already holds the past (the shared buffer).
   const void* past_k = nullptr;
   const void* past_v = nullptr;
   int64_t past_rows = 0;

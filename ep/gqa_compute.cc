@@ -248,13 +248,12 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
     }
 
     // The KV cache is updated in place in present. Where past is present's own buffer (genai's
-    // past_present_share_buffer: the same OrtValue bound as both), nothing moves; else present is
-    // cleared and the valid past rows of each batch copied in first, as ONNX Runtime does.
+    // past_present_share_buffer: the same OrtValue bound as both), nothing moves; else the backend
+    // fills present from the past first (valid rows copied, the rest zeroed), as ONNX Runtime does.
     const size_t width = elem_size(gqa_elem_type(c.dtype));
     const size_t row_bytes = static_cast<size_t>(D) * width;
     const size_t present_bytes = static_cast<size_t>(B * KV * C) * row_bytes;
     const size_t past_bytes = static_cast<size_t>(B * KV * P) * row_bytes;
-    // On an accelerator the backend does the same on the device from the past it is given.
     for (int i : {0, 1}) {
       char* present = static_cast<char*>(i == 0 ? c.present_k : c.present_v);
       const char* past = static_cast<const char*>(has_past ? data[i == 0 ? kGqaPastKey : kGqaPastValue] : nullptr);
@@ -262,18 +261,8 @@ OrtStatus* compute_group_query_attention(const NodeConfig& cfg, const DevicePlum
       if (past && past < present + present_bytes && present < past + past_bytes)
         return fail(std::string(i == 0 ? "past_key and present_key" : "past_value and present_value") +
                     " overlap without being the same buffer");
-      if (accel) {
-        (i == 0 ? c.past_k : c.past_v) = past;
-        c.past_rows = P;
-        continue;
-      }
-      std::memset(present, 0, present_bytes);
-      if (!past || seq_past == 0) continue;
-      launch.parallel_for(B * KV, [&](int64_t bh) {
-        const int64_t b = bh / KV;
-        std::memcpy(present + static_cast<size_t>(bh * C) * row_bytes, past + static_cast<size_t>(bh * P) * row_bytes,
-                    static_cast<size_t>(past_len[b]) * row_bytes);
-      });
+      (i == 0 ? c.past_k : c.past_v) = past;
+      c.past_rows = P;
     }
     AttentionParams p = make_gqa_params(g, c, launch.device);
     std::string rule;

@@ -78,10 +78,9 @@ struct AttentionParams {
   // every batch when past_len is null), and batch b attends to rows [0, past_len[b] + seq_kv)
   // of present (further limited by kv_len). Rows past that may hold anything (NaN, inf): they
   // are never read into a result. seq_past is the largest past_len[b]. 0: present is written
-  // whole. The CUDA backend also takes past_k/past_v as buffers of their own (present = past +
-  // new, seq_past rows per slice): it copies rows [0, past_len[b]) into present and zeroes the
-  // rows after the new ones, as onnxruntime's kernel leaves them (the CPU's EP does that copy
-  // itself and passes present).
+  // whole. past_k/past_v may also be buffers of their own (present = past + new, seq_past rows
+  // per slice): the backend then copies rows [0, past_len[b]) into present and zeroes the rows
+  // after the new ones, as onnxruntime's kernel leaves them.
   // Alignment: with an in-place cache, query row i of batch b sits at key position
   // past_len[b] + i (per batch; NOT the uniform bottom-right i + S_total - S_q used otherwise)
   // for the causal/window bounds below; seq_past then only bounds kv_capacity in check_params.

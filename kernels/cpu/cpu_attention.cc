@@ -12,6 +12,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tile_kernel.h"
@@ -147,6 +148,28 @@ void copy_present(const AttentionParams& p, const ParallelFor& parallel_for) {
     const int64_t b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
     copy_rows(p.present_k, p.past_k, p.k, b, h, p.head_dim);
     copy_rows(p.present_v, p.past_v, p.v, b, h, p.head_dim_v);
+  });
+}
+
+// An in-place cache given a past of its own (present = past + new): present's rows [0, past[b])
+// come from past, the rest is zeroed (the new rows are written after), as onnxruntime fills it.
+void fill_present_from_past(const AttentionParams& p, const std::vector<int64_t>& past,
+                            const ParallelFor& parallel_for) {
+  const size_t es = elem_size(p.dtype);
+  parallel_for(p.batch * p.kv_num_heads, [&](int64_t bh) {
+    const int64_t b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
+    for (auto [dst, src, cols] : {std::tuple{&p.present_k, &p.past_k, p.head_dim},
+                                  std::tuple{&p.present_v, &p.past_v, p.head_dim_v}}) {
+      const size_t row_bytes = static_cast<size_t>(cols) * es;
+      for (int64_t j = 0; j < p.kv_capacity; ++j) {
+        char* to = static_cast<char*>(dst->data) + (b * dst->batch_stride + h * dst->head_stride + j * dst->seq_stride) * es;
+        if (j < past[b])
+          std::memcpy(to, static_cast<const char*>(src->data) +
+                              (b * src->batch_stride + h * src->head_stride + j * src->seq_stride) * es, row_bytes);
+        else
+          std::memset(to, 0, row_bytes);
+      }
+    }
   });
 }
 
@@ -345,6 +368,7 @@ void attention_forward(const AttentionParams& p_in, const ParallelFor& parallel_
   if (in_place) {
     int64_t space = 0;
     for (int64_t b = 0; b < B; ++b) space = std::max(space, past[b] + p.seq_kv);
+    if (p.past_k.data && p.past_k.data != p.present_k.data) fill_present_from_past(p, past, parallel_for);
     const TensorView present_v = p.present_v;
     write_new_rows(p_in, p.present_k, &present_v, past, past, parallel_for);
     p.past_k = p.present_k;
