@@ -76,38 +76,6 @@ CUTE_DEVICE bool mask_value(const FwdParams& p, int b, int j) {
   }
 }
 
-// acc += A @ B^T with both operands read from shared memory one k-block ahead of the MMAs.
-template <class TiledMma, class Acc, class RA, class RB, class SA, class SB, class CopyA, class CopyB, class RAv,
-          class RBv>
-CUTE_DEVICE void gemm_ss(TiledMma& mma, Acc& acc, RA& rA, RB& rB, SA const& sA, SB const& sB, CopyA const& cpA,
-                         CopyB const& cpB, RAv& rAv, RBv& rBv) {
-  constexpr int kBlocks = decltype(size<2>(rA))::value;
-  static_assert(kBlocks == decltype(size<2>(rB))::value);
-  cute::copy(cpA, sA(_, _, 0), rAv(_, _, 0));
-  cute::copy(cpB, sB(_, _, 0), rBv(_, _, 0));
-  CUTE_UNROLL
-  for (int k = 0; k < kBlocks; ++k) {
-    if (k + 1 < kBlocks) {
-      cute::copy(cpA, sA(_, _, k + 1), rAv(_, _, k + 1));
-      cute::copy(cpB, sB(_, _, k + 1), rBv(_, _, k + 1));
-    }
-    cute::gemm(mma, rA(_, _, k), rB(_, _, k), acc);
-  }
-}
-
-// acc += A @ B^T with A already in registers, B read from shared memory one k-block ahead.
-template <class TiledMma, class Acc, class RA, class RB, class SB, class CopyB, class RBv>
-CUTE_DEVICE void gemm_rs(TiledMma& mma, Acc& acc, RA const& rA, RB& rB, SB const& sB, CopyB const& cpB, RBv& rBv) {
-  constexpr int kBlocks = decltype(size<2>(rA))::value;
-  static_assert(kBlocks == decltype(size<2>(rB))::value);
-  cute::copy(cpB, sB(_, _, 0), rBv(_, _, 0));
-  CUTE_UNROLL
-  for (int k = 0; k < kBlocks; ++k) {
-    if (k + 1 < kBlocks) cute::copy(cpB, sB(_, _, k + 1), rBv(_, _, k + 1));
-    cute::gemm(mma, rA(_, _, k), rB(_, _, k), acc);
-  }
-}
-
 // Loads one (rows x kHeadDim) tile whose global row r comes from `first` when r < split, else
 // from `second` (past then new keys; a query tile passes the same tensor twice). Rows at or past
 // `rows`, rows row_ok rejects and columns at or past `cols` are zero-filled.
@@ -158,6 +126,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   using T = typename Tr::Element;
   using Loader = typename Tr::Loader;
   using Frag = typename Tr::Fragments;
+  using Gemm = typename Tr::Gemm;
   constexpr int kBlockM = Tr::kBlockM;
   constexpr int kBlockN = Tr::kBlockN;
   constexpr int kHeadDim = Tr::kHeadDim;
@@ -253,10 +222,11 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
 
   // Split-KV: this block's share of the output, normalised, with each row's log2-sum-exp
   // (-inf and zeros for rows that saw no key).
-  typename Tr::TiledMma mma;
-  auto thr_mma = mma.get_thread_slice(tid);
+  typename Tr::TiledMmaS mma_s;
+  typename Tr::TiledMmaO mma_o;
+  auto thr_mma_o = mma_o.get_thread_slice(tid);
   auto store_partial = [&](auto const& acc_rc, auto const& lse_of_row) {
-    Tensor cO = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    Tensor cO = thr_mma_o.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor cO_rc = make_tensor(cO.data(), Frag::acc_rowcol(cO.layout()));
     const int64_t row_base = ((int64_t(split) * p.batch + b) * p.heads + h) * p.seq_q + row0;
     CUTE_UNROLL
@@ -275,7 +245,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
 
   if (key_lo > key_hi) {  // no row of this block sees any key: zeros
     if (p.num_splits > 1) {
-      Tensor acc = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+      Tensor acc = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<kHeadDim>>{});
       clear(acc);
       store_partial(make_tensor(acc.data(), Frag::acc_rowcol(acc.layout())), [](int) { return -INFINITY; });
       return;
@@ -298,12 +268,17 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   Tensor gVp = kv_tiles(p.past_v, p.pv_st, 0);
   Tensor gVn = kv_tiles(p.v, p.v_st, p.seq_past);
 
-  T* smem_q = reinterpret_cast<T*>(smem);
+  // Tiles from kSmemAlign (kSmemBytes holds the slack): wgmma's 128-byte swizzle repeats every
+  // 1024 bytes of address.
+  T* smem_q = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem) + Tr::kSmemAlign - 1) &
+                                   ~uintptr_t(Tr::kSmemAlign - 1));
+  T* smem_k = smem_q + cosize(typename Tr::SmemLayoutQ{});
+  T* smem_v = smem_k + cosize(typename Tr::SmemLayoutKV{});
   Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Tr::SmemLayoutQ{});
-  Tensor sK = make_tensor(sQ.data() + cosize(typename Tr::SmemLayoutQ{}), typename Tr::SmemLayoutKV{});
-  Tensor sV = make_tensor(sK.data() + cosize(typename Tr::SmemLayoutKV{}), typename Tr::SmemLayoutKV{});
-  Tensor sVt = make_tensor(sV.data(), typename Tr::SmemLayoutVt{});
-  void* smem_scratch = smem + (cosize(typename Tr::SmemLayoutQ{}) + 2 * cosize(typename Tr::SmemLayoutKV{})) * sizeof(T);
+  Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Tr::SmemLayoutKV{});
+  Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Tr::SmemLayoutKV{});
+  Tensor sVt = make_tensor(make_smem_ptr(smem_v), typename Tr::SmemLayoutVt{});
+  void* smem_scratch = smem_v + cosize(typename Tr::SmemLayoutKV{});
 
   // Global -> shared partitions.
   typename Tr::GmemTiledCopy gcopy;
@@ -321,27 +296,10 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   Tensor stage_q = make_tensor<T>(shape(tQsQ));    // used by register-staged loaders only
   Tensor stage_kv = make_tensor<T>(shape(tKsK));
 
-  // MMA partitions and shared -> register copies.
-  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
-  Tensor tSrK = thr_mma.partition_fragment_B(sK);
-  Tensor tOrVt = thr_mma.partition_fragment_B(sVt);
-  auto s2r_q = make_tiled_copy_A(typename Tr::SmemCopyAtomA{}, mma);
-  auto s2r_k = make_tiled_copy_B(typename Tr::SmemCopyAtomB{}, mma);
-  auto s2r_v = make_tiled_copy_B(typename Tr::SmemCopyAtomVt{}, mma);
-  auto s2r_q_thr = s2r_q.get_thread_slice(tid);
-  auto s2r_k_thr = s2r_k.get_thread_slice(tid);
-  auto s2r_v_thr = s2r_v.get_thread_slice(tid);
-  Tensor tSsQ = s2r_q_thr.partition_S(sQ);
-  Tensor tSsK = s2r_k_thr.partition_S(sK);
-  Tensor tOsVt = s2r_v_thr.partition_S(sVt);
-  Tensor tSrQ_v = s2r_q_thr.retile_D(tSrQ);
-  Tensor tSrK_v = s2r_k_thr.retile_D(tSrK);
-  Tensor tOrVt_v = s2r_v_thr.retile_D(tOrVt);
-
-  Tensor acc_o = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  Tensor acc_o = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<kHeadDim>>{});
   Tensor acc_o_rc = make_tensor(acc_o.data(), Frag::acc_rowcol(acc_o.layout()));
   // (row, col) of every score this thread holds, in tile coordinates.
-  Tensor tScS = thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor tScS = mma_s.get_thread_slice(tid).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
   Tensor tScS_rc = make_tensor(tScS.data(), Frag::acc_rowcol(tScS.layout()));
   constexpr int kRows = decltype(size<0>(acc_o_rc))::value;
   constexpr int kCols = decltype(size<1>(tScS_rc))::value;
@@ -390,8 +348,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   const float exp_scale = kFull ? 1.f : p.scale_log2;
 
   for (bool first = true; n >= n_lo; --n, first = false) {
-    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
-    clear(acc_s);
+    Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
     Loader::wait_all();
     Loader::land(gcopy, stage_kv, tKsK);
     __syncthreads();  // K(n) (and Q) in shared memory; V(n-1)'s readers are done
@@ -407,7 +364,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     }
     Loader::commit();
 
-    detail::gemm_ss(mma, acc_s, tSrQ, tSrK, tSsQ, tSsK, s2r_q, s2r_k, tSrQ_v, tSrK_v);
+    Gemm::qk(acc_s, sQ, sK, tid);
 
     // The lean variant keeps raw scores (scale > 0: the launcher checks) and folds scale * log2(e)
     // into the exponent; the full variant rewrites them in the log2 domain:
@@ -505,8 +462,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     for (int mi = 0; mi < kRows; ++mi) row_sum[mi] += sum2[mi];
 
     Tensor rP = detail::to_element<T>(acc_s);
-    auto tOrP = Frag::p_operand(rP, smem_scratch);
-    detail::gemm_rs(mma, acc_o, tOrP, tOrVt, tOsVt, s2r_v, tOrVt_v);
+    Gemm::pv(acc_o, rP, sVt, tid, smem_scratch);
   }
 
   // Epilogue: divide by the row sums (rows that saw no key: exactly zero), via shared memory
@@ -529,8 +485,8 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     return;
   }
   Tensor rO = detail::to_element<T>(acc_o);
-  Tensor sO = make_tensor(sQ.data(), typename Tr::SmemLayoutO{});
-  auto r2s_o = make_tiled_copy_C(typename Tr::SmemCopyAtomO{}, mma);
+  Tensor sO = make_tensor(make_smem_ptr(smem_q), typename Tr::SmemLayoutO{});
+  auto r2s_o = make_tiled_copy_C(typename Tr::SmemCopyAtomO{}, mma_o);
   auto r2s_o_thr = r2s_o.get_thread_slice(tid);
   __syncthreads();  // every warp is done reading sQ
   cute::copy(r2s_o, r2s_o_thr.retile_S(rO), r2s_o_thr.partition_D(sO));
@@ -541,15 +497,23 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   store_out(tOrO);
 }
 
+// Whether this device pass compiles sm_90a (arch-specific features: wgmma).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+inline constexpr bool kPassHasSm90a = true;
+#else
+inline constexpr bool kPassHasSm90a = false;
+#endif
+
 // The __CUDA_ARCH__ range a traits compiles its body for: outside it the kernel is empty, so each
 // architecture's code holds one traits per (element type, head size). The stand-alone check
 // builds with FASTATTN_CUDA_ALL_TRAITS to also run older traits on newer GPUs.
 template <class Tr>
 constexpr bool traits_builds_for(int arch) {
+  if (Tr::kNeedsSm90a && !kPassHasSm90a) return false;
 #if defined(FASTATTN_CUDA_ALL_TRAITS)
   return arch >= Tr::kArchMin;
 #else
-  return arch >= Tr::kArchMin && arch < Tr::kArchMax;
+  return arch >= Tr::kArchMin && arch < Tr::kArchMax && !(Tr::kReplacedOnSm90a && kPassHasSm90a);
 #endif
 }
 

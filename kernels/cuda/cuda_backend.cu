@@ -85,13 +85,22 @@ const DeviceInfo& device_info(int ordinal) {
   return cache.emplace(ordinal, info).first->second;
 }
 
-// Which traits family runs on a compute capability: 80 (sm_80 and newer), 75 (Turing), 70 (Volta:
-// sm_70 V100, sm_72 Xavier; float16 only), or 0 (none).
+// Whether the build carries sm_90a kernels (wgmma): CMake defines this when the CUDA
+// architectures name 90a. An sm_90a cubin runs on compute capability 9.0 only.
+#if defined(FASTATTN_CUDA_SM90A)
+constexpr bool kBuildHasSm90a = true;
+#else
+constexpr bool kBuildHasSm90a = false;
+#endif
+
+// Which traits family runs on a compute capability: 90 (sm_90 with sm_90a code in the build:
+// wgmma), 80 (sm_80 and newer), 75 (Turing), 70 (Volta: sm_70 V100, sm_72 Xavier; float16 only),
+// or 0 (none).
 int family_of(int cc) {
-  int f = cc >= 80 ? 80 : cc >= 75 ? 75 : cc >= 70 ? 70 : 0;
+  int f = cc == 90 && kBuildHasSm90a ? 90 : cc >= 80 ? 80 : cc >= 75 ? 75 : cc >= 70 ? 70 : 0;
 #if defined(FASTATTN_CUDA_ALL_TRAITS)
-  // Test builds compile every traits for every architecture: FASTATTN_CUDA_TRAITS=75 (or 70) runs
-  // the sm_75 (sm_70) traits on a newer GPU.
+  // Test builds compile every traits for every architecture: FASTATTN_CUDA_TRAITS=80 (75, 70)
+  // runs the sm_80 (sm_75, sm_70) traits on a newer GPU.
   if (const char* force = std::getenv("FASTATTN_CUDA_TRAITS")) {
     const int want = std::atoi(force);
     if ((want == 70 || want == 75 || want == 80) && want <= f) f = want;
@@ -365,7 +374,8 @@ std::string describe() {
     if (!d.error.empty()) { s += d.error; continue; }
     const int f = family_of(d.cc);
     s += "device " + std::to_string(i) + " " + d.name + " (sm_" + std::to_string(d.cc) + "): " +
-         (f == 80 ? "sm80 traits (mma.sync m16n8k16, ldmatrix, cp.async)"
+         (f == 90 ? "sm90 traits (wgmma, cp.async) for head size 128 prefill, sm80 traits for the rest"
+          : f == 80 ? "sm80 traits (mma.sync m16n8k16, ldmatrix, cp.async)"
                   : f == 75 ? "sm75 traits (mma.sync m16n8k8, ldmatrix, register-staged loads)"
                   : f == 70 && d.cc < 75 && !volta_code_in_build(d.cc) ? "not supported (no sm_70 code in this build)"
                   : f == 70 ? "sm70 traits (mma.sync m8n8k4 quad pairs, plain shared loads, register-staged loads; float16 and float32)"

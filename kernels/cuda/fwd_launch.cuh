@@ -160,6 +160,13 @@ void launch_traits(const FwdParams& p, cudaStream_t stream) {
 
 template <class Element, int kHeadDim>
 void run_fwd(const FwdParams& p, int family, cudaStream_t stream) {
+  if constexpr (Sm90Tiles<kHeadDim>::kEnabled) {
+    // Hopper with sm_90a code: wgmma; decode keeps its one-warp mma.sync tiles.
+    if (family == 90 && !p.decode) {
+      launch_traits<Sm90Traits<Element, kHeadDim>>(p, stream);
+      return;
+    }
+  }
   if (family >= 80) {
     if (p.decode) launch_traits<Sm80DecodeTraits<Element, kHeadDim>>(p, stream);
     else launch_traits<Sm80Traits<Element, kHeadDim>>(p, stream);
@@ -187,6 +194,8 @@ void run_fwd(const FwdParams& p, int family, cudaStream_t stream) {
 
 template <class Element, int kHeadDim>
 int smem_bytes(int family) {
+  if constexpr (Sm90Tiles<kHeadDim>::kEnabled)
+    if (family == 90) return Sm90Traits<Element, kHeadDim>::kSmemBytes;
   if (family >= 80) return Sm80Traits<Element, kHeadDim>::kSmemBytes;
   if constexpr (std::is_same_v<Element, cutlass::half_t>) {
     if (family == 70) return Sm70Traits<Element, kHeadDim>::kSmemBytes;

@@ -13,7 +13,8 @@ struct bfloat16_t;
 
 namespace fastattn::cuda {
 
-// family: 80 for sm_80 and newer, 75 for sm_75 (float16 only).
+// family: 90 for sm_90 with sm_90a code in the build (wgmma), 80 for sm_80 and newer, 75 for
+// sm_75 (float16 only), 70 for sm_70/72 (float16 only).
 template <class Element, int kHeadDim>
 void run_fwd(const FwdParams& p, int family, cudaStream_t stream);
 

@@ -4,7 +4,12 @@
 // body only names their members:
 //   Element, kHeadDim, kBlockM, kBlockN, kNWarps, kNThreads   element type and tile sizes
 //   kArchMin, kArchMax                         the __CUDA_ARCH__ range whose code this traits builds
-//   TiledMma                                   the tensor-core atom and the warp layout
+//   kNeedsSm90a                                wgmma: built only for sm_90a (arch-specific features)
+//   kSmemAlign                                 alignment of the shared-memory tiles (1024 for wgmma's
+//                                              128-byte swizzle)
+//   TiledMmaS, TiledMmaO                       the tensor-core atoms and warp layouts of S = Q K^T and
+//                                              O += P V (one TiledMma for both on mma.sync)
+//   Gemm                                       the two products of a key tile: Gemm::qk, Gemm::pv
 //   SmemLayoutQ / KV / Vt / O                  shared-memory layouts (swizzled for ldmatrix here)
 //   SmemCopyAtomA / B / Vt / O                 shared <-> register copies (ldmatrix here)
 //   GmemTiledCopy, GmemTiledCopyO, Loader      global -> shared path (cp.async, or staged through
@@ -81,6 +86,14 @@ struct RegStagedLoader {
   }
 };
 
+// The 4 lanes of a quad hold one accumulator row in the m16n8 and wgmma C layouts.
+template <class Op>
+CUTE_DEVICE float quad_allreduce(float x, Op op) {
+  x = op(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  x = op(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  return x;
+}
+
 // ------------------------------------------------------------------------------------------
 // Accumulator fragments of the m16n8 mma.sync family (sm_75's m16n8k8, sm_80's m16n8k16):
 // each thread holds (2 rows) x (2 adjacent columns) of every 16x8 C tile, and the 4 threads of
@@ -106,9 +119,7 @@ struct Mma16x8Fragments {
   // Reduction over the threads that share a row: the 4 lanes of a quad.
   template <class Op>
   CUTE_DEVICE static float row_allreduce(float x, Op op) {
-    x = op(x, __shfl_xor_sync(0xffffffffu, x, 1));
-    x = op(x, __shfl_xor_sync(0xffffffffu, x, 2));
-    return x;
+    return quad_allreduce(x, op);
   }
 
   // P, an (MMA=4, MMA_M, MMA_N) accumulator converted to the element type, as the A operand of
@@ -126,6 +137,66 @@ struct Mma16x8Fragments {
   template <class PTensor>
   CUTE_DEVICE static auto p_operand(PTensor&& p, void* /*smem_scratch*/) {
     return make_tensor(p.data(), p_operand_layout(p.layout()));
+  }
+};
+
+// ------------------------------------------------------------------------------------------
+// The two products of a key tile on mma.sync tensor cores (sm_70 to sm_90): every operand read
+// from shared memory through the traits' copy atoms, one k-block ahead of the MMAs. The
+// partitions depend on the thread only, so the compiler hoists them out of the key loop.
+// ------------------------------------------------------------------------------------------
+template <class Tr>
+struct MmaSyncGemm {
+  // acc = Q K^T.
+  template <class Acc, class SQ, class SK>
+  CUTE_DEVICE static void qk(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
+    typename Tr::TiledMma mma;
+    auto thr = mma.get_thread_slice(tid);
+    Tensor rQ = thr.partition_fragment_A(sQ);
+    Tensor rK = thr.partition_fragment_B(sK);
+    auto cp_q = make_tiled_copy_A(typename Tr::SmemCopyAtomA{}, mma);
+    auto cp_k = make_tiled_copy_B(typename Tr::SmemCopyAtomB{}, mma);
+    auto thr_q = cp_q.get_thread_slice(tid);
+    auto thr_k = cp_k.get_thread_slice(tid);
+    Tensor tsQ = thr_q.partition_S(sQ);
+    Tensor tsK = thr_k.partition_S(sK);
+    Tensor rQv = thr_q.retile_D(rQ);
+    Tensor rKv = thr_k.retile_D(rK);
+    constexpr int kBlocks = decltype(size<2>(rQ))::value;
+    static_assert(kBlocks == decltype(size<2>(rK))::value);
+    clear(acc);
+    cute::copy(cp_q, tsQ(_, _, 0), rQv(_, _, 0));
+    cute::copy(cp_k, tsK(_, _, 0), rKv(_, _, 0));
+    CUTE_UNROLL
+    for (int k = 0; k < kBlocks; ++k) {
+      if (k + 1 < kBlocks) {
+        cute::copy(cp_q, tsQ(_, _, k + 1), rQv(_, _, k + 1));
+        cute::copy(cp_k, tsK(_, _, k + 1), rKv(_, _, k + 1));
+      }
+      cute::gemm(mma, rQ(_, _, k), rK(_, _, k), acc);
+    }
+  }
+
+  // acc += P V, with P (the score accumulator in the element type) as the A operand in registers
+  // and V read as V^T (sVt) from shared memory.
+  template <class Acc, class P, class SVt>
+  CUTE_DEVICE static void pv(Acc& acc, P& p, SVt const& sVt, int tid, void* smem_scratch) {
+    typename Tr::TiledMma mma;
+    auto thr = mma.get_thread_slice(tid);
+    auto rP = Tr::Fragments::p_operand(p, smem_scratch);
+    Tensor rV = thr.partition_fragment_B(sVt);
+    auto cp_v = make_tiled_copy_B(typename Tr::SmemCopyAtomVt{}, mma);
+    auto thr_v = cp_v.get_thread_slice(tid);
+    Tensor tsV = thr_v.partition_S(sVt);
+    Tensor rVv = thr_v.retile_D(rV);
+    constexpr int kBlocks = decltype(size<2>(rP))::value;
+    static_assert(kBlocks == decltype(size<2>(rV))::value);
+    cute::copy(cp_v, tsV(_, _, 0), rVv(_, _, 0));
+    CUTE_UNROLL
+    for (int k = 0; k < kBlocks; ++k) {
+      if (k + 1 < kBlocks) cute::copy(cp_v, tsV(_, _, k + 1), rVv(_, _, k + 1));
+      cute::gemm(mma, rP(_, _, k), rV(_, _, k), acc);
+    }
   }
 };
 
@@ -177,6 +248,10 @@ template <> struct TileConfig<75, 192> { static constexpr int kBlockM = 64,  kBl
 template <> struct TileConfig<75, 224> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
 template <> struct TileConfig<75, 256> { static constexpr int kBlockM = 64,  kBlockN = 32, kNWarps = 4; };
 
+// Hopper's wgmma tiles (kernel_traits_sm90.cuh): which head sizes use them.
+template <int kHeadDim>
+struct Sm90Tiles;
+
 // Decode (S_q <= 16, or the packed heads of a GQA group): one warp and one 16-row MMA tile per
 // block, so that a query of one token does not pay for 128 rows of tensor-core work; split-KV
 // supplies the blocks that fill the GPU.
@@ -201,6 +276,12 @@ struct MmaSyncTraits {
   // cross warps. The N tile of 16 (two n8 atoms) lets one ldmatrix.x4 feed two MMAs.
   using TiledMma = TiledMMA<MMA_Atom<MmaAtom>, Layout<Shape<Int<kNWarps>, _1, _1>>,
                             Tile<Int<16 * kNWarps>, _16, TileK>>;
+  using TiledMmaS = TiledMma;
+  using TiledMmaO = TiledMma;
+  using Gemm = MmaSyncGemm<MmaSyncTraits>;
+  static constexpr bool kNeedsSm90a = false;
+  static constexpr bool kReplacedOnSm90a = false;
+  static constexpr int kSmemAlign = 128;
 
   using Smem = SwizzledSmem<Element, kHeadDim, kBlockM, kBlockN>;
   using SmemLayoutQ = typename Smem::Q;
@@ -236,6 +317,10 @@ struct Sm80Traits
                     16, _16, Copy_Atom<SM75_U32x4_LDSM_N, Element>, Copy_Atom<SM75_U32x4_LDSM_N, Element>,
                     Copy_Atom<SM75_U16x8_LDSM_T, Element>, SM80_CP_ASYNC_CACHEGLOBAL<uint128_t>, CpAsyncLoader> {
   static constexpr int kArchMin = 800, kArchMax = 100000;
+  // sm_90a code runs the wgmma traits instead where they are enabled (decode tiles stay on
+  // mma.sync).
+  static constexpr bool kReplacedOnSm90a =
+      !std::is_same_v<TileSizes, DecodeTileConfig<kHeadDim>> && Sm90Tiles<kHeadDim>::kEnabled;
   static constexpr const char* kName = "sm80 (mma.sync m16n8k16, ldmatrix, cp.async)";
 };
 template <class Element, int kHeadDim>
@@ -257,3 +342,5 @@ struct Sm75Traits
 
 // Volta (sm_70/72) traits: their own TileConfig<70, D>, fragments and shared-memory layouts.
 #include "kernel_traits_sm70.cuh"
+// Hopper (sm_90a) traits: wgmma.
+#include "kernel_traits_sm90.cuh"

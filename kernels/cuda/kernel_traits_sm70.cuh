@@ -187,6 +187,12 @@ struct Sm70Traits {
 
   static constexpr bool kConflictFree = kScheme == sm70::SmemScheme::kConflictFree;
   using TiledMma = sm70::TiledMma<kNWarps, kScheme>;
+  using TiledMmaS = TiledMma;
+  using TiledMmaO = TiledMma;
+  using Gemm = MmaSyncGemm<Sm70Traits>;
+  static constexpr bool kNeedsSm90a = false;
+  static constexpr bool kReplacedOnSm90a = false;
+  static constexpr int kSmemAlign = 128;
 
   using SmemLayoutQ = sm70::PaddedRowMajor<kBlockM, kHeadDim, kConflictFree ? 8 : 0>;
   using SmemLayoutKV = sm70::PaddedRowMajor<kBlockN, kHeadDim, kConflictFree ? 8 : 0>;

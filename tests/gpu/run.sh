@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build and check the CUDA path on a machine with an NVIDIA GPU and no network, then benchmark:
 #
-#   ORT_INCLUDE_DIR=... CUTLASS_INCLUDE_DIR=... tests/gpu/run.sh [--archs 90] [--out DIR] [--no-bench] [--kernel-check] [--volta]
+#   ORT_INCLUDE_DIR=... CUTLASS_INCLUDE_DIR=... tests/gpu/run.sh [--archs 90a] [--out DIR] [--no-bench] [--kernel-check] [--volta]
 #
 # --volta: the Volta proxy run. The package is built float16-only with every traits compiled for
 # every architecture (FASTATTN_CUDA_ALL_TRAITS) and the GPU tests run with FASTATTN_CUDA_TRAITS=70,
@@ -16,7 +16,7 @@
 # Prints a short table last; full logs go to --out (default build/gpu-logs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-ARCHS=90
+ARCHS=90a
 OUT_DIR=build/gpu-logs
 BENCH=1
 KERNEL_CHECK=0

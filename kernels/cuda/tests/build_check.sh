@@ -6,7 +6,7 @@
 #      (the driver build compiles every traits for every architecture, FASTATTN_CUDA_ALL_TRAITS)
 #   2. compute-sanitizer memcheck and racecheck on the small grid (cuda_check --small), each traits
 #   3. the benchmark (cuda_check bench)
-# Usage: build_check.sh [--arch sm_90[,sm_80,...]] [--dims "32 64 96 128 256"] [--jobs N]
+# Usage: build_check.sh [--arch sm_90a[,sm_80,...]] [--dims "32 64 96 128 256"] [--jobs N]
 #                       [--build DIR] [--cutlass DIR] [--build-only] [--no-check] [--no-sanitizer] [--no-bench]
 # CuTe/CUTLASS headers: --cutlass DIR, else $FASTATTN_CUTLASS_INCLUDE, else <repo>/.cutlass/include
 # (the nvidia-cutlass wheel's cutlass_library/source/include; only cute/ and cutlass/ are read).
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-ARCHS=sm_90
+ARCHS=sm_90a
 DIMS="32 64 96 128 256"
 JOBS=$(nproc 2>/dev/null || echo 2)
 BUILD=${TMPDIR:-/tmp}/fastattn_cuda_check
@@ -43,7 +43,11 @@ mkdir -p "$BUILD/gen" "$BUILD/obj" "$LOGS"
 
 GENCODE=""
 for a in ${ARCHS//,/ }; do n=${a#sm_}; GENCODE="$GENCODE -gencode arch=compute_$n,code=sm_$n"; done
-FLAGS="-std=c++17 --expt-relaxed-constexpr -O3 -DNDEBUG -DFASTATTN_CUDA_ALL_TRAITS $GENCODE \
+# sm_90a code (wgmma traits): the host must know, to pick them on compute capability 9.0.
+DEFS="-DFASTATTN_CUDA_ALL_TRAITS"
+TRAITS="80 75 70"
+case ",$ARCHS," in *,sm_90a,*) DEFS="$DEFS -DFASTATTN_CUDA_SM90A"; TRAITS="90 $TRAITS" ;; esac
+FLAGS="-std=c++17 --expt-relaxed-constexpr -O3 -DNDEBUG $DEFS $GENCODE \
   -I$ROOT/kernels -I$ROOT/kernels/cuda -I$BUILD/gen -I$CUTLASS"
 
 # Generated sources: one instantiation file per (element type, head size), the instance list,
@@ -109,12 +113,10 @@ run() {  # log name, time limit, command...: output appended to $LOGS/<log>.log,
 }
 rm -f "$LOGS/check.log" "$LOGS/sanitizer.log" "$LOGS/bench.log"
 if [ $CHECK = 1 ]; then
-  run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits 80
-  run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits 75
-  run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits 70
+  for tr in $TRAITS; do run check 900 "$BUILD/cuda_check" --dims "$DIMS_CSV" --traits $tr; done
 fi
 if [ $SANITIZE = 1 ]; then
-  for tr in 80 75 70; do
+  for tr in $TRAITS; do
     run sanitizer 600 compute-sanitizer --tool memcheck --error-exitcode 1 "$BUILD/cuda_check" --small --dims 64,128 --traits $tr
     run sanitizer 600 compute-sanitizer --tool racecheck --error-exitcode 1 "$BUILD/cuda_check" --small --dims 64,128 --traits $tr
   done

@@ -1,11 +1,11 @@
 // Stand-alone correctness and timing driver of the CUDA backend, without Python or ONNX Runtime:
 // it calls fastattn::attention_forward (dispatch.h) with Device{kCuda, 0} and a stream, exactly
 // as the EP does.
-//   cuda_check [--small] [--long] [--traits 70|75|80] [--dims 64,128]
+//   cuda_check [--small] [--long] [--traits 70|75|80|90] [--dims 64,128]
 //                                                           numerics grid; exit status 1 on failure
 //                                                           (--long adds S = 32768 cases, checked on
 //                                                           64 sampled query rows)
-//   cuda_check bench [--traits 70|75|80] [--reps 20] [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]
+//   cuda_check bench [--traits 70|75|80|90] [--reps 20] [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]
 //                                                           TFLOP/s of the benchmark shapes; GB/s of
 //                                                           K and V read for decode steps
 // Every case draws fresh unit-variance inputs, poisons the outputs with NaN, runs, and compares
@@ -744,8 +744,9 @@ int main(int argc, char** argv) {
       if (v.size() != 5 || v[3] < 1) { std::fprintf(stderr, "--decode B,H,KV,past,D (past >= 1)\n"); return 2; }
       shapes.push_back(Shape{v[0], v[1], 1, v[4], true, v[2], v[3]});
     } else if (a == "--fp16") types = {ElemType::kFloat16};
-    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]] [--small] [--long] [--traits 70|75|80] [--reps N] [--dims 64,128]\n"); return 2; }
+    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]] [--small] [--long] [--traits 70|75|80|90] [--reps N] [--dims 64,128]\n"); return 2; }
   }
+  // 90: the device's own family (wgmma on a Hopper when the build has sm_90a code).
   setenv("FASTATTN_CUDA_TRAITS", traits, 1);
   if (dims.empty()) dims = {64, 128};
   cudaDeviceProp prop;
