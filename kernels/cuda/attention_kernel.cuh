@@ -136,7 +136,8 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   __shared__ int mask_info[3];  // first visible key, last visible key, count
   // key_padding_mask of the key tile in flight (1: visible, in range), staged once per tile so that
   // the masking and the V loads read shared memory instead of the mask tensor.
-  __shared__ uint8_t key_ok[kBlockN];
+  // One per K/V stage (Tr::kStages): the pipelined schedule stages tile t into key_ok[t % 2].
+  __shared__ uint8_t key_ok[Tr::kStages][kBlockN];
 
   const int tid = threadIdx.x;
   // Heaviest query tiles (the last ones under causal masks) start first.
@@ -272,13 +273,15 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   // 1024 bytes of address.
   T* smem_q = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem) + Tr::kSmemAlign - 1) &
                                    ~uintptr_t(Tr::kSmemAlign - 1));
+  // Q, then kStages K tiles, then kStages V tiles.
+  constexpr int kTileKV = cosize(typename Tr::SmemLayoutKV{});
   T* smem_k = smem_q + cosize(typename Tr::SmemLayoutQ{});
-  T* smem_v = smem_k + cosize(typename Tr::SmemLayoutKV{});
+  T* smem_v = smem_k + Tr::kStages * kTileKV;
   Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Tr::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Tr::SmemLayoutKV{});
   Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Tr::SmemLayoutKV{});
   Tensor sVt = make_tensor(make_smem_ptr(smem_v), typename Tr::SmemLayoutVt{});
-  void* smem_scratch = smem_v + cosize(typename Tr::SmemLayoutKV{});
+  void* smem_scratch = smem_v + Tr::kStages * kTileKV;
 
   // Global -> shared partitions.
   typename Tr::GmemTiledCopy gcopy;
@@ -308,12 +311,14 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   for (int i = 0; i < kRows; ++i) { row_max[i] = -INFINITY; row_sum[i] = 0.f; }
   clear(acc_o);
 
+  auto key_ok_of = [&](int t) -> uint8_t* { return key_ok[Tr::kStages == 1 ? 0 : t & 1]; };
   // Writes key_ok for tile t; a __syncthreads() must pass before it is read.
   auto stage_key_mask = [&](int t) {
     if (!has_mask) return;
+    uint8_t* ok = key_ok_of(t);
     for (int i = tid; i < kBlockN; i += kNThreads) {
       const int j = t * kBlockN + i;
-      key_ok[i] = j < seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
+      ok[i] = j < seq_total && j >= vis_first && j <= vis_last && (!mask_general || detail::mask_value(p, b, j));
     }
   };
   // Tiles whose keys are not all visible to every row of the block need per-element masks.
@@ -330,16 +335,6 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     return has_mask && (mask_general || lo < vis_first || hi > vis_last);
   };
 
-  // Prologue: Q and the last key tile.
-  detail::load_tile<Loader>(gcopy, tQgQ, tQgQ, tQsQ, stage_q, tQcQ, row0, INT_MAX, p.seq_q, p.head_dim,
-                            detail::AllRows{});
-  Loader::land(gcopy, stage_q, tQsQ);
-  int n = n_hi;
-  detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, n), tKgKn(_, _, _, n), tKsK, stage_kv, tKVcKV, n * kBlockN,
-                            p.seq_past, seq_total, p.head_dim, detail::AllRows{});
-  Loader::commit();
-  stage_key_mask(n);
-
   const bool plain_scores = !kFull || (p.bias == nullptr && !(p.softcap > 0.f));
   const int64_t bias_at = b * p.bias_b + h * p.bias_h;
   const T* bias = static_cast<const T*>(p.bias) + bias_at;
@@ -347,56 +342,38 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   constexpr float kLog2e = 1.4426950408889634f;
   const float exp_scale = kFull ? 1.f : p.scale_log2;
 
-  for (bool first = true; n >= n_lo; --n, first = false) {
-    Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
-    Loader::wait_all();
-    Loader::land(gcopy, stage_kv, tKsK);
-    __syncthreads();  // K(n) (and Q) in shared memory; V(n-1)'s readers are done
-
-    const bool zero_hidden = hides_v_rows(n);
-    if (kFull && zero_hidden) {
-      detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, n), tVgVn(_, _, _, n), tVsV, stage_kv, tKVcKV, n * kBlockN,
-                                p.seq_past, seq_total, p.head_dim,
-                                [&](int row) { return key_ok[row - n * kBlockN] != 0; });
-    } else {
-      detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, n), tVgVn(_, _, _, n), tVsV, stage_kv, tKVcKV, n * kBlockN,
-                                p.seq_past, seq_total, p.head_dim, detail::AllRows{});
-    }
-    Loader::commit();
-
-    Gemm::qk(acc_s, sQ, sK, tid);
-
-    // The lean variant keeps raw scores (scale > 0: the launcher checks) and folds scale * log2(e)
-    // into the exponent; the full variant rewrites them in the log2 domain:
-    // (softcap(scale * qk) + bias) * log2(e).
-    Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
+  // Scores of key tile n as the softmax takes them. The lean variant keeps raw scores (scale > 0:
+  // the launcher checks) and folds scale * log2(e) into the exponent; the full variant rewrites
+  // them in the log2 domain: (softcap(scale * qk) + bias) * log2(e). Hidden keys: -inf.
+  auto finish_scores = [&](auto& s, int n) {
     if constexpr (kFull) {
       if (plain_scores) {
         CUTE_UNROLL
         for (int i = 0; i < size(s); ++i) s(i) *= p.scale_log2;
       } else {
-      CUTE_UNROLL
-      for (int mi = 0; mi < kRows; ++mi) {
-        const int qi = row0 + get<0>(tScS_rc(mi, 0));
         CUTE_UNROLL
-        for (int ni = 0; ni < kCols; ++ni) {
-          float x = s(mi, ni) * p.scale;
-          if (p.softcap > 0.f) x = p.softcap * detail::tanh_fast(x / p.softcap);
-          const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
-          if (p.bias != nullptr && qi < p.seq_q && kj < seq_total) {
-            const int64_t at = qi * p.bias_r + kj * p.bias_c;
-            x += p.bias_f32 ? bias_f[at] : static_cast<float>(bias[at]);
+        for (int mi = 0; mi < kRows; ++mi) {
+          const int qi = row0 + get<0>(tScS_rc(mi, 0));
+          CUTE_UNROLL
+          for (int ni = 0; ni < kCols; ++ni) {
+            float x = s(mi, ni) * p.scale;
+            if (p.softcap > 0.f) x = p.softcap * detail::tanh_fast(x / p.softcap);
+            const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
+            if (p.bias != nullptr && qi < p.seq_q && kj < seq_total) {
+              const int64_t at = qi * p.bias_r + kj * p.bias_c;
+              x += p.bias_f32 ? bias_f[at] : static_cast<float>(bias[at]);
+            }
+            s(mi, ni) = x * kLog2e;
           }
-          s(mi, ni) = x * kLog2e;
         }
-      }
       }
     }
     if (needs_mask(n)) {
+      const uint8_t* ok_n = key_ok_of(n);
       CUTE_UNROLL
       for (int ni = 0; ni < kCols; ++ni) {
         const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
-        const bool col_ok = kj < seq_total && (!has_mask || key_ok[kj - n * kBlockN] != 0);
+        const bool col_ok = kj < seq_total && (!has_mask || ok_n[kj - n * kBlockN] != 0);
         CUTE_UNROLL
         for (int mi = 0; mi < kRows; ++mi) {
           const int qi = row_pos(row0 + get<0>(tScS_rc(mi, 0)));
@@ -405,20 +382,15 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
         }
       }
     }
+  };
 
-    Loader::wait_all();
-    Loader::land(gcopy, stage_kv, tVsV);
-    __syncthreads();  // V(n) in shared memory; every warp is done reading K(n)
-    if (n > n_lo) {
-      detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, n - 1), tKgKn(_, _, _, n - 1), tKsK, stage_kv, tKVcKV,
-                                (n - 1) * kBlockN, p.seq_past, seq_total, p.head_dim, detail::AllRows{});
-      Loader::commit();
-      stage_key_mask(n - 1);  // every thread has passed this tile's masking (barrier above)
-    }
-
-    // Online softmax: new running max, rescale what was accumulated, exponentiate. The rows are
-    // independent, and each row's max and sum run as two interleaved chains: with 8 warps per SM
-    // the dependent-latency chains, not the tensor cores, set the pace otherwise.
+  // Online softmax of one tile's scores: new running max, exponentiate in place, row sums. corr:
+  // the factor for what was accumulated before (unset on the first tile), applied to acc_o here
+  // when kRescaleNow, else by the caller (rescale_o) once the tensor cores are done with acc_o.
+  // The rows are independent, and each row's max and sum run as two interleaved chains: with 8
+  // warps per SM the dependent-latency chains, not the tensor cores, set the pace otherwise.
+  auto online_softmax = [&](auto& s, bool first, float* corr, auto rescale_now) {
+    constexpr bool kRescaleNow = decltype(rescale_now)::value;
     float mx[kRows], mx2[kRows];
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) { mx[mi] = row_max[mi]; mx2[mi] = s(mi, 0); }
@@ -438,10 +410,12 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       // -inf score gives exactly 0 (never -inf - -inf).
       base[mi] = (m == -INFINITY ? 0.f : m) * exp_scale;
       if (!first) {
-        const float corr = detail::exp2_fast(row_max[mi] * exp_scale - base[mi]);
-        row_sum[mi] *= corr;
-        CUTE_UNROLL
-        for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) *= corr;
+        corr[mi] = detail::exp2_fast(row_max[mi] * exp_scale - base[mi]);
+        row_sum[mi] *= corr[mi];
+        if constexpr (kRescaleNow) {
+          CUTE_UNROLL
+          for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) *= corr[mi];
+        }
       }
       row_max[mi] = m;
     }
@@ -460,9 +434,132 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     }
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) row_sum[mi] += sum2[mi];
+  };
+  auto rescale_o = [&](const float* corr) {
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      CUTE_UNROLL
+      for (int c = 0; c < size<1>(acc_o_rc); ++c) acc_o_rc(mi, c) *= corr[mi];
+    }
+  };
+  // Loads of key tile t into K (V) stage buffers: V rows the key_padding_mask hides are zero-filled.
+  auto load_k = [&](int t, auto& dst) {
+    detail::load_tile<Loader>(gcopy, tKgKp(_, _, _, t), tKgKn(_, _, _, t), dst, stage_kv, tKVcKV, t * kBlockN,
+                              p.seq_past, seq_total, p.head_dim, detail::AllRows{});
+  };
+  auto load_v = [&](int t, auto& dst) {
+    if (kFull && hides_v_rows(t)) {
+      const uint8_t* ok_t = key_ok_of(t);
+      detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, t), tVgVn(_, _, _, t), dst, stage_kv, tKVcKV, t * kBlockN,
+                                p.seq_past, seq_total, p.head_dim,
+                                [&](int row) { return ok_t[row - t * kBlockN] != 0; });
+    } else {
+      detail::load_tile<Loader>(gcopy, tVgVp(_, _, _, t), tVgVn(_, _, _, t), dst, stage_kv, tKVcKV, t * kBlockN,
+                                p.seq_past, seq_total, p.head_dim, detail::AllRows{});
+    }
+  };
 
+  detail::load_tile<Loader>(gcopy, tQgQ, tQgQ, tQsQ, stage_q, tQcQ, row0, INT_MAX, p.seq_q, p.head_dim,
+                            detail::AllRows{});
+  Loader::land(gcopy, stage_q, tQsQ);
+  if constexpr (!Tr::kOverlapSoftmax) {
+    // One K and one V buffer: V(n) loads while S = Q K(n)^T is computed, K(n-1) while the
+    // softmax and P V(n) run.
+    int n = n_hi;
+    load_k(n, tKsK);
+    Loader::commit();
+    stage_key_mask(n);
+    for (bool first = true; n >= n_lo; --n, first = false) {
+      Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      Loader::wait_all();
+      Loader::land(gcopy, stage_kv, tKsK);
+      __syncthreads();  // K(n) (and Q) in shared memory; V(n-1)'s readers are done
+      load_v(n, tVsV);
+      Loader::commit();
+
+      Gemm::qk(acc_s, sQ, sK, tid);
+      Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
+      finish_scores(s, n);
+
+      Loader::wait_all();
+      Loader::land(gcopy, stage_kv, tVsV);
+      __syncthreads();  // V(n) in shared memory; every warp is done reading K(n)
+      if (n > n_lo) {
+        load_k(n - 1, tKsK);
+        Loader::commit();
+        stage_key_mask(n - 1);  // every thread has passed this tile's masking (barrier above)
+      }
+
+      float corr[kRows];
+      online_softmax(s, first, corr, std::true_type{});
+      Tensor rP = detail::to_element<T>(acc_s);
+      Gemm::pv(acc_o, rP, sVt, tid, smem_scratch);
+    }
+  } else {
+    // Two K and two V buffers, tensor cores asynchronous (wgmma): while the softmax of S(n-1)
+    // runs, S(n-1) = Q K(n-1)^T has finished and O += P(n) V(n) is still on the tensor cores.
+    // Tile t lives in buffer t % 2; the loads of K(n-2) and V(n-1) run for a whole iteration.
+    static_assert(Tr::kStages == 2 && !Loader::kStaged);
+    auto sK_of = [&](int t) { return make_tensor(make_smem_ptr(smem_k + (t & 1) * kTileKV), typename Tr::SmemLayoutKV{}); };
+    auto sVt_of = [&](int t) { return make_tensor(make_smem_ptr(smem_v + (t & 1) * kTileKV), typename Tr::SmemLayoutVt{}); };
+    auto gK_of = [&](int t) { return gthr.partition_D(sK_of(t)); };
+    auto gV_of = [&](int t) {
+      return gthr.partition_D(make_tensor(make_smem_ptr(smem_v + (t & 1) * kTileKV), typename Tr::SmemLayoutKV{}));
+    };
+    int n = n_hi;
+    {
+      auto dk = gK_of(n);
+      load_k(n, dk);
+      stage_key_mask(n);
+      Loader::commit();
+    }
+    __syncthreads();  // key_ok of tile n_hi, for V's zero-fill
+    {
+      auto dv = gV_of(n);
+      load_v(n, dv);
+      if (n > n_lo) {
+        auto dk = gK_of(n - 1);
+        load_k(n - 1, dk);
+        stage_key_mask(n - 1);
+      }
+      Loader::commit();
+    }
+    Loader::wait_all();
+    __syncthreads();  // Q, K(n_hi), V(n_hi), K(n_hi - 1) in shared memory
+    Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
+    Gemm::qk(acc_s, sQ, sK_of(n), tid);
+    finish_scores(s, n);
+    float corr[kRows];
+    online_softmax(s, true, corr, std::false_type{});
     Tensor rP = detail::to_element<T>(acc_s);
-    Gemm::pv(acc_o, rP, sVt, tid, smem_scratch);
+    // No branch between a product's issue and its wait (ptxas serialises wgmma otherwise): the
+    // last tile, which has no next S, is peeled off the loop.
+    for (; n > n_lo; --n) {
+      Loader::wait_all();
+      __syncthreads();  // K(n-1), V(n) landed; QK(n) and P(n+1) V(n+1) are done in every warp
+      {
+        auto dv = gV_of(n - 1);
+        load_v(n - 1, dv);  // key_ok of n - 1: staged with K(n - 1), a barrier ago
+      }
+      if (n - 2 >= n_lo) {
+        auto dk = gK_of(n - 2);
+        load_k(n - 2, dk);
+        stage_key_mask(n - 2);  // tile n's masking (this buffer's last reader) is done
+      }
+      Loader::commit();
+      Gemm::qk_issue(acc_s, sQ, sK_of(n - 1), tid);
+      Gemm::pv_issue(acc_o, rP, sVt_of(n), tid);
+      Gemm::template wait<1>(acc_s);
+      finish_scores(s, n - 1);
+      online_softmax(s, false, corr, std::false_type{});
+      Gemm::template wait<0>(acc_o, rP);
+      rescale_o(corr);
+      rP = detail::to_element<T>(acc_s);
+    }
+    Loader::wait_all();
+    __syncthreads();  // V(n_lo) landed
+    Gemm::pv(acc_o, rP, sVt_of(n_lo), tid, smem_scratch);
   }
 
   // Epilogue: divide by the row sums (rows that saw no key: exactly zero), via shared memory

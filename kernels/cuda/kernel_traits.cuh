@@ -5,6 +5,9 @@
 //   Element, kHeadDim, kBlockM, kBlockN, kNWarps, kNThreads   element type and tile sizes
 //   kArchMin, kArchMax                         the __CUDA_ARCH__ range whose code this traits builds
 //   kNeedsSm90a                                wgmma: built only for sm_90a (arch-specific features)
+//   kStages, kOverlapSoftmax                   K/V buffers and the schedule of the key loop: one
+//                                              buffer each and synchronous products, or two and
+//                                              the softmax overlapping asynchronous products
 //   kSmemAlign                                 alignment of the shared-memory tiles (1024 for wgmma's
 //                                              128-byte swizzle)
 //   TiledMmaS, TiledMmaO                       the tensor-core atoms and warp layouts of S = Q K^T and
@@ -282,6 +285,8 @@ struct MmaSyncTraits {
   static constexpr bool kNeedsSm90a = false;
   static constexpr bool kReplacedOnSm90a = false;
   static constexpr int kSmemAlign = 128;
+  static constexpr int kStages = 1;  // one K and one V buffer
+  static constexpr bool kOverlapSoftmax = false;
 
   using Smem = SwizzledSmem<Element, kHeadDim, kBlockM, kBlockN>;
   using SmemLayoutQ = typename Smem::Q;

@@ -193,6 +193,8 @@ struct Sm70Traits {
   static constexpr bool kNeedsSm90a = false;
   static constexpr bool kReplacedOnSm90a = false;
   static constexpr int kSmemAlign = 128;
+  static constexpr int kStages = 1;
+  static constexpr bool kOverlapSoftmax = false;
 
   using SmemLayoutQ = sm70::PaddedRowMajor<kBlockM, kHeadDim, kConflictFree ? 8 : 0>;
   using SmemLayoutKV = sm70::PaddedRowMajor<kBlockN, kHeadDim, kConflictFree ? 8 : 0>;

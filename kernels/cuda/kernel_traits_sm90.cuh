@@ -63,11 +63,12 @@ struct GmmaFragments {
   }
 };
 
-// One warpgroup-wide product: acc (=|+=) A B^T over the k-blocks, waited for before returning
-// (the softmax needs S, and the next tile's loads reuse the shared memory). kARegs: A is a
-// register fragment (RS), fenced like the accumulator; otherwise a shared-memory descriptor.
+// Issues one warpgroup-wide product, acc (=|+=) A B^T over the k-blocks, as one wgmma group; the
+// caller waits for it (GmmaGemm::wait). The registers of acc (and of A when kARegs: an RS product,
+// A in registers) must not be touched before then; the fences keep the compiler from moving
+// their uses across.
 template <bool kZeroInit, bool kARegs, class Mma, class TA, class TB, class Acc>
-CUTE_DEVICE void gmma(Mma& mma, TA& tA, TB const& tB, Acc& acc) {
+CUTE_DEVICE void gmma_issue(Mma& mma, TA& tA, TB const& tB, Acc& acc) {
   if constexpr (kARegs) warpgroup_fence_operand(tA);
   warpgroup_fence_operand(acc);
   warpgroup_arrive();
@@ -78,30 +79,47 @@ CUTE_DEVICE void gmma(Mma& mma, TA& tA, TB const& tB, Acc& acc) {
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
-  warpgroup_wait<0>();
-  warpgroup_fence_operand(acc);
-  if constexpr (kARegs) warpgroup_fence_operand(tA);
 }
 
 template <class Tr>
 struct GmmaGemm {
-  // acc = Q K^T, both from shared memory (descriptors).
+  // Issue acc = Q K^T, both operands from shared memory (descriptors).
   template <class Acc, class SQ, class SK>
-  CUTE_DEVICE static void qk(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
+  CUTE_DEVICE static void qk_issue(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
     typename Tr::TiledMmaS mma;
     auto thr = mma.get_thread_slice(tid);
     Tensor tQ = thr.partition_fragment_A(sQ);
     Tensor tK = thr.partition_fragment_B(sK);
-    gmma</*kZeroInit=*/true, /*kARegs=*/false>(mma, tQ, tK, acc);
+    gmma_issue</*kZeroInit=*/true, /*kARegs=*/false>(mma, tQ, tK, acc);
   }
-  // acc += P V: P (the score accumulator in the element type) in registers, V^T from shared memory.
+  // Issue acc += P V: P (the score accumulator in the element type) in registers, V^T from
+  // shared memory.
   template <class Acc, class P, class SVt>
-  CUTE_DEVICE static void pv(Acc& acc, P& p, SVt const& sVt, int tid, void* /*smem_scratch*/) {
+  CUTE_DEVICE static void pv_issue(Acc& acc, P& p, SVt const& sVt, int tid) {
     typename Tr::TiledMmaO mma;
     auto thr = mma.get_thread_slice(tid);
     Tensor tP = make_tensor(p.data(), GmmaFragments::p_operand_layout(p.layout()));
     Tensor tV = thr.partition_fragment_B(sVt);
-    gmma</*kZeroInit=*/false, /*kARegs=*/true>(mma, tP, tV, acc);
+    gmma_issue</*kZeroInit=*/false, /*kARegs=*/true>(mma, tP, tV, acc);
+  }
+  // Wait until at most kPending issued groups are in flight (groups complete in issue order);
+  // then the named fragments may be read and written again.
+  template <int kPending, class... Frags>
+  CUTE_DEVICE static void wait(Frags&... frags) {
+    warpgroup_wait<kPending>();
+    (warpgroup_fence_operand(frags), ...);
+  }
+
+  // The synchronous forms (the schedule of the mma.sync traits).
+  template <class Acc, class SQ, class SK>
+  CUTE_DEVICE static void qk(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
+    qk_issue(acc, sQ, sK, tid);
+    wait<0>(acc);
+  }
+  template <class Acc, class P, class SVt>
+  CUTE_DEVICE static void pv(Acc& acc, P& p, SVt const& sVt, int tid, void* /*smem_scratch*/) {
+    pv_issue(acc, p, sVt, tid);
+    wait<0>(acc, p);
   }
 };
 
@@ -130,6 +148,10 @@ struct Sm90Traits {
   static constexpr bool kNeedsSm90a = true;
   static constexpr bool kReplacedOnSm90a = false;
   static constexpr int kSmemAlign = 1024;
+  // Two K and two V buffers; the softmax of one tile runs while the tensor cores compute the
+  // next tile's scores and this tile's P V (attention_kernel.cuh's pipelined schedule).
+  static constexpr int kStages = 2;
+  static constexpr bool kOverlapSoftmax = true;
   static constexpr const char* kName = "sm90 (wgmma, cp.async)";
 
   // One 64-row wgmma atom per warpgroup, warpgroups along M.
@@ -166,7 +188,7 @@ struct Sm90Traits {
 
   // The extern shared array is 128-byte aligned: up to kSmemAlign - 128 bytes of slack.
   static constexpr int kSmemBytes =
-      int((cosize(SmemLayoutQ{}) + 2 * cosize(SmemLayoutKV{})) * sizeof(Element)) + kSmemAlign - 128;
+      int((cosize(SmemLayoutQ{}) + 2 * kStages * cosize(SmemLayoutKV{})) * sizeof(Element)) + kSmemAlign - 128;
 };
 
 }  // namespace fastattn::cuda
