@@ -1,7 +1,9 @@
 // The forward attention kernel template, FlashAttention-2 structure: one thread block per
 // (query tile, head, batch); K and V tiles streamed through shared memory from the last visible
 // key tile down to the first; online softmax in float32; P cast to the element type for P @ V.
-// Everything that depends on the GPU generation comes from the traits (kernel_traits.cuh).
+// Everything that depends on the GPU generation comes from the traits (kernel_traits.cuh),
+// including which of two schedules the key loop runs: synchronous products (mma.sync), or the
+// softmax of one tile overlapping the asynchronous products of the next (wgmma).
 //
 // Visibility (README "The op"): query row i sits at i' = i + S_total - S_q; key j is visible iff
 // j < S_total, i' - window_left <= j (window_left >= 0), j <= i' + window_right (window_right
