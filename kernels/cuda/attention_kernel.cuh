@@ -272,9 +272,13 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   Tensor gVn = kv_tiles(p.v, p.v_st, p.seq_past);
 
   // Tiles from kSmemAlign (kSmemBytes holds the slack): wgmma's 128-byte swizzle repeats every
-  // 1024 bytes of address.
-  T* smem_q = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem) + Tr::kSmemAlign - 1) &
-                                   ~uintptr_t(Tr::kSmemAlign - 1));
+  // 1024 bytes of address. The array itself is 128-byte aligned: other traits take it as it is,
+  // since the integer round trip hides the shared address space from the compiler (on sm_70 it
+  // turned the tiles' loads generic, 64-bit addresses: 226 -> 254 registers).
+  T* smem_q = reinterpret_cast<T*>(smem);
+  if constexpr (Tr::kSmemAlign > 128)
+    smem_q = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smem) + Tr::kSmemAlign - 1) &
+                                  ~uintptr_t(Tr::kSmemAlign - 1));
   // Q, then kStages K tiles, then kStages V tiles.
   constexpr int kTileKV = cosize(typename Tr::SmemLayoutKV{});
   T* smem_k = smem_q + cosize(typename Tr::SmemLayoutQ{});
