@@ -471,6 +471,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
   if constexpr (!Tr::kOverlapSoftmax) {
     // One K and one V buffer: V(n) loads while S = Q K(n)^T is computed, K(n-1) while the
     // softmax and P V(n) run.
+    auto gemm = Gemm::bind(tid, sQ, sK, sVt);
     int n = n_hi;
     load_k(n, tKsK);
     Loader::commit();
@@ -483,7 +484,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       load_v(n, tVsV);
       Loader::commit();
 
-      Gemm::qk(acc_s, sQ, sK, tid);
+      gemm.qk(acc_s);
       Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
       finish_scores(s, n);
 
@@ -499,7 +500,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       float corr[kRows];
       online_softmax(s, first, corr, std::true_type{});
       Tensor rP = detail::to_element<T>(acc_s);
-      Gemm::pv(acc_o, rP, sVt, tid, smem_scratch);
+      gemm.pv(acc_o, rP, smem_scratch);
     }
   } else {
     // Two K and two V buffers, tensor cores asynchronous (wgmma): while the softmax of S(n-1)

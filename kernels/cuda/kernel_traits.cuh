@@ -12,7 +12,9 @@
 //                                              128-byte swizzle)
 //   TiledMmaS, TiledMmaO                       the tensor-core atoms and warp layouts of S = Q K^T and
 //                                              O += P V (one TiledMma for both on mma.sync)
-//   Gemm                                       the two products of a key tile: Gemm::qk, Gemm::pv
+//   Gemm                                       the two products of a key tile: Gemm::bind(...)
+//                                              .qk / .pv (synchronous schedule), or
+//                                              Gemm::qk_issue / pv_issue / wait (wgmma)
 //   SmemLayoutQ / KV / Vt / O                  shared-memory layouts (swizzled for ldmatrix here)
 //   SmemCopyAtomA / B / Vt / O                 shared <-> register copies (ldmatrix here)
 //   GmemTiledCopy, GmemTiledCopyO, Loader      global -> shared path (cp.async, or staged through
@@ -145,61 +147,81 @@ struct Mma16x8Fragments {
 
 // ------------------------------------------------------------------------------------------
 // The two products of a key tile on mma.sync tensor cores (sm_70 to sm_90): every operand read
-// from shared memory through the traits' copy atoms, one k-block ahead of the MMAs. The
-// partitions depend on the thread only, so the compiler hoists them out of the key loop.
+// from shared memory through the traits' copy atoms, one k-block ahead of the MMAs. bind()
+// partitions the shared tiles once, before the key loop: partitioned inside each product
+// instead, CUDA 11.8's ptxas spilled in the Volta kernels' main loop (D = 64, full variant).
 // ------------------------------------------------------------------------------------------
 template <class Tr>
 struct MmaSyncGemm {
-  // acc = Q K^T.
-  template <class Acc, class SQ, class SK>
-  CUTE_DEVICE static void qk(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
-    typename Tr::TiledMma mma;
-    auto thr = mma.get_thread_slice(tid);
+  using TiledMma = typename Tr::TiledMma;
+  using CopyQ = decltype(make_tiled_copy_A(typename Tr::SmemCopyAtomA{}, TiledMma{}));
+  using CopyK = decltype(make_tiled_copy_B(typename Tr::SmemCopyAtomB{}, TiledMma{}));
+  using CopyV = decltype(make_tiled_copy_B(typename Tr::SmemCopyAtomVt{}, TiledMma{}));
+
+  template <class RQ, class RK, class RV, class TsQ, class TsK, class TsV>
+  struct Bound {
+    int tid;
+    RQ rQ;  // register fragments (Q and K as A and B of S, V^T as B of P V)
+    RK rK;
+    RV rV;
+    TsQ tsQ;  // this thread's shared-memory sources of them
+    TsK tsK;
+    TsV tsV;
+
+    // acc = Q K^T.
+    template <class Acc>
+    CUTE_DEVICE void qk(Acc& acc) {
+      TiledMma mma;
+      CopyQ cp_q;
+      CopyK cp_k;
+      Tensor rQv = cp_q.get_thread_slice(tid).retile_D(rQ);
+      Tensor rKv = cp_k.get_thread_slice(tid).retile_D(rK);
+      constexpr int kBlocks = decltype(size<2>(rQ))::value;
+      static_assert(kBlocks == decltype(size<2>(rK))::value);
+      clear(acc);
+      cute::copy(cp_q, tsQ(_, _, 0), rQv(_, _, 0));
+      cute::copy(cp_k, tsK(_, _, 0), rKv(_, _, 0));
+      CUTE_UNROLL
+      for (int k = 0; k < kBlocks; ++k) {
+        if (k + 1 < kBlocks) {
+          cute::copy(cp_q, tsQ(_, _, k + 1), rQv(_, _, k + 1));
+          cute::copy(cp_k, tsK(_, _, k + 1), rKv(_, _, k + 1));
+        }
+        cute::gemm(mma, rQ(_, _, k), rK(_, _, k), acc);
+      }
+    }
+
+    // acc += P V, with P (the score accumulator in the element type) as the A operand in
+    // registers and V read as V^T from shared memory.
+    template <class Acc, class P>
+    CUTE_DEVICE void pv(Acc& acc, P& p, void* smem_scratch) {
+      TiledMma mma;
+      CopyV cp_v;
+      auto rP = Tr::Fragments::p_operand(p, smem_scratch);
+      Tensor rVv = cp_v.get_thread_slice(tid).retile_D(rV);
+      constexpr int kBlocks = decltype(size<2>(rP))::value;
+      static_assert(kBlocks == decltype(size<2>(rV))::value);
+      cute::copy(cp_v, tsV(_, _, 0), rVv(_, _, 0));
+      CUTE_UNROLL
+      for (int k = 0; k < kBlocks; ++k) {
+        if (k + 1 < kBlocks) cute::copy(cp_v, tsV(_, _, k + 1), rVv(_, _, k + 1));
+        cute::gemm(mma, rP(_, _, k), rV(_, _, k), acc);
+      }
+    }
+  };
+
+  // The products over the shared tiles sQ, sK and sVt (V read transposed).
+  template <class SQ, class SK, class SVt>
+  CUTE_DEVICE static auto bind(int tid, SQ const& sQ, SK const& sK, SVt const& sVt) {
+    auto thr = TiledMma{}.get_thread_slice(tid);
     Tensor rQ = thr.partition_fragment_A(sQ);
     Tensor rK = thr.partition_fragment_B(sK);
-    auto cp_q = make_tiled_copy_A(typename Tr::SmemCopyAtomA{}, mma);
-    auto cp_k = make_tiled_copy_B(typename Tr::SmemCopyAtomB{}, mma);
-    auto thr_q = cp_q.get_thread_slice(tid);
-    auto thr_k = cp_k.get_thread_slice(tid);
-    Tensor tsQ = thr_q.partition_S(sQ);
-    Tensor tsK = thr_k.partition_S(sK);
-    Tensor rQv = thr_q.retile_D(rQ);
-    Tensor rKv = thr_k.retile_D(rK);
-    constexpr int kBlocks = decltype(size<2>(rQ))::value;
-    static_assert(kBlocks == decltype(size<2>(rK))::value);
-    clear(acc);
-    cute::copy(cp_q, tsQ(_, _, 0), rQv(_, _, 0));
-    cute::copy(cp_k, tsK(_, _, 0), rKv(_, _, 0));
-    CUTE_UNROLL
-    for (int k = 0; k < kBlocks; ++k) {
-      if (k + 1 < kBlocks) {
-        cute::copy(cp_q, tsQ(_, _, k + 1), rQv(_, _, k + 1));
-        cute::copy(cp_k, tsK(_, _, k + 1), rKv(_, _, k + 1));
-      }
-      cute::gemm(mma, rQ(_, _, k), rK(_, _, k), acc);
-    }
-  }
-
-  // acc += P V, with P (the score accumulator in the element type) as the A operand in registers
-  // and V read as V^T (sVt) from shared memory.
-  template <class Acc, class P, class SVt>
-  CUTE_DEVICE static void pv(Acc& acc, P& p, SVt const& sVt, int tid, void* smem_scratch) {
-    typename Tr::TiledMma mma;
-    auto thr = mma.get_thread_slice(tid);
-    auto rP = Tr::Fragments::p_operand(p, smem_scratch);
     Tensor rV = thr.partition_fragment_B(sVt);
-    auto cp_v = make_tiled_copy_B(typename Tr::SmemCopyAtomVt{}, mma);
-    auto thr_v = cp_v.get_thread_slice(tid);
-    Tensor tsV = thr_v.partition_S(sVt);
-    Tensor rVv = thr_v.retile_D(rV);
-    constexpr int kBlocks = decltype(size<2>(rP))::value;
-    static_assert(kBlocks == decltype(size<2>(rV))::value);
-    cute::copy(cp_v, tsV(_, _, 0), rVv(_, _, 0));
-    CUTE_UNROLL
-    for (int k = 0; k < kBlocks; ++k) {
-      if (k + 1 < kBlocks) cute::copy(cp_v, tsV(_, _, k + 1), rVv(_, _, k + 1));
-      cute::gemm(mma, rP(_, _, k), rV(_, _, k), acc);
-    }
+    Tensor tsQ = CopyQ{}.get_thread_slice(tid).partition_S(sQ);
+    Tensor tsK = CopyK{}.get_thread_slice(tid).partition_S(sK);
+    Tensor tsV = CopyV{}.get_thread_slice(tid).partition_S(sVt);
+    return Bound<decltype(rQ), decltype(rK), decltype(rV), decltype(tsQ), decltype(tsK), decltype(tsV)>{
+        tid, rQ, rK, rV, tsQ, tsK, tsV};
   }
 };
 

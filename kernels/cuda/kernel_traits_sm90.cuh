@@ -110,7 +110,7 @@ struct GmmaGemm {
     (warpgroup_fence_operand(frags), ...);
   }
 
-  // The synchronous forms (the schedule of the mma.sync traits).
+  // The synchronous forms (the pipelined schedule's first S and last P V).
   template <class Acc, class SQ, class SK>
   CUTE_DEVICE static void qk(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
     qk_issue(acc, sQ, sK, tid);
