@@ -145,6 +145,16 @@ struct Mma16x8Fragments {
   }
 };
 
+// The members every mma.sync traits shares about the key loop: one K and one V buffer,
+// synchronous products, no sm_90a features, the extern shared array's own 128-byte alignment.
+struct MmaSyncSchedule {
+  static constexpr bool kNeedsSm90a = false;
+  static constexpr bool kReplacedOnSm90a = false;
+  static constexpr int kSmemAlign = 128;
+  static constexpr int kStages = 1;
+  static constexpr bool kOverlapSoftmax = false;
+};
+
 // ------------------------------------------------------------------------------------------
 // The two products of a key tile on mma.sync tensor cores (sm_70 to sm_90): every operand read
 // from shared memory through the traits' copy atoms, one k-block ahead of the MMAs. bind()
@@ -288,7 +298,7 @@ struct DecodeTileConfig {
 // Members every mma.sync traits shares, given its atom, copy atoms, loader and tile sizes.
 template <class Element_, int kHeadDim_, class TileSizes, class MmaAtom, int kMmaK, class TileK, class SmemCopyAtomA_,
           class SmemCopyAtomB_, class SmemCopyAtomVt_, class GmemCopyAtom, class Loader_>
-struct MmaSyncTraits {
+struct MmaSyncTraits : MmaSyncSchedule {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = TileSizes::kBlockM;
@@ -304,11 +314,6 @@ struct MmaSyncTraits {
   using TiledMmaS = TiledMma;
   using TiledMmaO = TiledMma;
   using Gemm = MmaSyncGemm<MmaSyncTraits>;
-  static constexpr bool kNeedsSm90a = false;
-  static constexpr bool kReplacedOnSm90a = false;
-  static constexpr int kSmemAlign = 128;
-  static constexpr int kStages = 1;  // one K and one V buffer
-  static constexpr bool kOverlapSoftmax = false;
 
   using Smem = SwizzledSmem<Element, kHeadDim, kBlockM, kBlockN>;
   using SmemLayoutQ = typename Smem::Q;

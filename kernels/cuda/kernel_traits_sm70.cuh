@@ -172,7 +172,7 @@ struct QuadPairFragments {
 }  // namespace sm70
 
 template <class Element_, int kHeadDim_, sm70::SmemScheme kScheme = sm70::SmemScheme::kConflictFree>
-struct Sm70Traits {
+struct Sm70Traits : MmaSyncSchedule {
   static_assert(std::is_same_v<Element_, cutlass::half_t>, "Volta tensor cores take float16 only");
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -190,11 +190,6 @@ struct Sm70Traits {
   using TiledMmaS = TiledMma;
   using TiledMmaO = TiledMma;
   using Gemm = MmaSyncGemm<Sm70Traits>;
-  static constexpr bool kNeedsSm90a = false;
-  static constexpr bool kReplacedOnSm90a = false;
-  static constexpr int kSmemAlign = 128;
-  static constexpr int kStages = 1;
-  static constexpr bool kOverlapSoftmax = false;
 
   using SmemLayoutQ = sm70::PaddedRowMajor<kBlockM, kHeadDim, kConflictFree ? 8 : 0>;
   using SmemLayoutKV = sm70::PaddedRowMajor<kBlockN, kHeadDim, kConflictFree ? 8 : 0>;
