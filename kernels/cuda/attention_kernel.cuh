@@ -531,8 +531,8 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       }
       Loader::commit();
     }
-    Loader::wait_all();
-    __syncthreads();  // Q, K(n_hi), V(n_hi), K(n_hi - 1) in shared memory
+    Loader::template wait_pending<1>();
+    __syncthreads();  // Q and K(n_hi) in shared memory (V(n_hi) and K(n_hi - 1) may still be in flight)
     Tensor acc_s = partition_fragment_C(mma_s, Shape<Int<kBlockM>, Int<kBlockN>>{});
     Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
     Gemm::qk(acc_s, sQ, sK_of(n), tid);

@@ -58,14 +58,17 @@ struct CpAsyncLoader {
     cute::clear(dst);
   }
   CUTE_DEVICE static void commit() { cute::cp_async_fence(); }
-  CUTE_DEVICE static void wait_all() {
+  // Until at most kPending committed groups are still in flight (groups land in commit order).
+  template <int kPending>
+  CUTE_DEVICE static void wait_pending() {
 #if defined(CUTE_ARCH_CP_ASYNC_SM80_ENABLED)
     // cute::cp_async_wait<0> issues cp.async.wait_all, which also commits an empty group; all our
-    // copies are already committed, so the lighter wait_group 0 suffices. CuTe has no
+    // copies are already committed, so the lighter wait_group suffices. CuTe has no
     // wrapper for it: raw PTX.
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 #endif
   }
+  CUTE_DEVICE static void wait_all() { wait_pending<0>(); }
   template <class TiledCopy, class Stage, class Dst>
   CUTE_DEVICE static void land(TiledCopy const&, Stage const&, Dst&) {}
 };

@@ -24,10 +24,12 @@ namespace sm90 {
 // cp.async (generic proxy) then fence.proxy.async, before the barrier that hands the tile over:
 // otherwise wgmma's async-proxy reads may see stale shared memory.
 struct CpAsyncFencedLoader : CpAsyncLoader {
-  CUTE_DEVICE static void wait_all() {
-    CpAsyncLoader::wait_all();
+  template <int kPending>
+  CUTE_DEVICE static void wait_pending() {
+    CpAsyncLoader::wait_pending<kPending>();
     cutlass::arch::fence_view_async_shared();
   }
+  CUTE_DEVICE static void wait_all() { wait_pending<0>(); }
 };
 
 // A wgmma accumulator of a 64 x N atom: each thread holds ((2 cols, 2 rows, N/8), MMA_M, MMA_N):
