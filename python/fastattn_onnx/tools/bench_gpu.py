@@ -12,7 +12,7 @@ and V read per second. Ratios are ours (binding) / theirs in throughput (> 1: we
 ORT line also gives its own ratio to flash (FA2).
 
 Each call timed alone includes the host's time to launch it (the GPU waits between the start
-event and the kernel), which is what one call costs a caller. A second line per prefill case
+event and the kernel), which is what one call costs a caller. A second line per case
 ("queued") times calls queued back to back, the mean of a run of them between two events: the
 kernels' own time, with the launch overheads hidden behind the GPU. ONNX Runtime's Run waits for
 its stream, so it has no queued timing.
@@ -341,12 +341,14 @@ def run_gpu(args) -> int:
         print(_line(label, rows, flops / 1e12, "TFLOP/s"), flush=True)
         print(_line(label + " queued", queued, flops / 1e12, "TFLOP/s"), flush=True)
     c = DECODE
+    queued = []
     rows = time_case(c["batch"], c["heads"], c["kv_heads"], 1, c["past"], c["head_dim"], False, dtype,
-                     args.repeats)
+                     args.repeats, queued)
     kv_bytes = 2 * c["batch"] * c["kv_heads"] * c["past"] * c["head_dim"] * torch.finfo(dtype).bits // 8
     label = (f"decode B={c['batch']} H={c['heads']} KV={c['kv_heads']} S_q=1 past={c['past']} "
              f"D={c['head_dim']}")
     print(_line(label, rows, kv_bytes / 1e9, "GB/s"), flush=True)
+    print(_line(label + " queued", queued, kv_bytes / 1e9, "GB/s"), flush=True)
     # The same step as a GroupQueryAttention node (what onnxruntime-genai's models hold).
     gqa = [_gqa_decode_timing(c, dtype, args.repeats)] + rows[2:]
     print(_line(label + " GroupQueryAttention", gqa, kv_bytes / 1e9, "GB/s"), flush=True)
