@@ -45,34 +45,20 @@ class Timing:
     why: str = ""
 
 
-def _median_ms(fn, inputs, repeats: int) -> float:
+def _event_ms(fn, inputs, calls: int, runs: int) -> float:
+    """Median over `runs` runs of the mean time of `calls` calls queued back to back between two
+    CUDA events, after two warm-up calls; the inputs rotate from call to call. calls=1: each call
+    timed alone."""
     import torch
 
     for x in inputs[:2]:
         fn(*x)
     times = []
-    for i in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(*inputs[i % len(inputs)])
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def _queued_ms(fn, inputs, calls: int, runs: int) -> float:
-    """Mean time of `calls` calls queued back to back between two events; median of `runs` runs."""
-    import torch
-
-    for x in inputs[:2]:
-        fn(*x)
-    times = []
-    for _ in range(runs):
+    for r in range(runs):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for i in range(calls):
-            fn(*inputs[i % len(inputs)])
+            fn(*inputs[(r * calls + i) % len(inputs)])
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / calls)
@@ -280,9 +266,9 @@ def time_case(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, repeats,
     def ours(q, k, v):
         return attention(q, k, v, num_heads=heads, kv_num_heads=kv_heads, causal=int(causal))
     try:
-        rows.append(Timing("ours (binding)", _median_ms(ours, inputs, repeats)))
+        rows.append(Timing("ours (binding)", _event_ms(ours, inputs, 1, repeats)))
         if queued is not None:
-            queued.append(Timing("ours (binding)", _queued_ms(ours, inputs, calls, runs)))
+            queued.append(Timing("ours (binding)", _event_ms(ours, inputs, calls, runs)))
     except (ValueError, RuntimeError) as error:
         rows.append(Timing("ours (binding)", None, str(error).splitlines()[0][:80]))
         if queued is not None:
@@ -294,9 +280,9 @@ def time_case(batch, heads, kv_heads, s_q, s_kv, d, causal, dtype, repeats,
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal,
                                                       enable_gqa=kv_heads != heads)
         try:
-            rows.append(Timing(NAMES[backend], _median_ms(sdpa, inputs, repeats)))
+            rows.append(Timing(NAMES[backend], _event_ms(sdpa, inputs, 1, repeats)))
             if queued is not None:
-                queued.append(Timing(NAMES[backend], _queued_ms(sdpa, inputs, calls, runs)))
+                queued.append(Timing(NAMES[backend], _event_ms(sdpa, inputs, calls, runs)))
         except RuntimeError as error:
             rows.append(Timing(NAMES[backend], None, str(error).splitlines()[0][:60]))
             if queued is not None:
