@@ -78,12 +78,26 @@ CUTE_DEVICE bool mask_value(const FwdParams& p, int b, int j) {
   }
 }
 
+struct AllRows {
+  CUTE_DEVICE bool operator()(int) const { return true; }
+};
+
 // Loads one (rows x kHeadDim) tile whose global row r comes from `first` when r < split, else
 // from `second` (past then new keys; a query tile passes the same tensor twice). Rows at or past
 // `rows`, rows row_ok rejects and columns at or past `cols` are zero-filled.
 template <class Loader, class TiledCopy, class Src, class Dst, class Stage, class Crd, class RowOk>
 CUTE_DEVICE void load_tile(TiledCopy const& tc, Src const& first, Src const& second, Dst& dst, Stage& stage,
                            Crd const& crd, int row0, int split, int rows, int cols, RowOk const& row_ok) {
+  // This thread's rows wholly inside one tensor, every row and column live (all but the edge
+  // tiles): one copy without per-vector checks.
+  if constexpr (std::is_same_v<RowOk, AllRows> && !Loader::kStaged) {
+    constexpr int kM = decltype(size<1>(dst))::value, kK = decltype(size<2>(dst))::value;
+    const int first_row = row0 + get<0>(crd(0, 0, 0)), last_row = row0 + get<0>(crd(0, kM - 1, 0));
+    if (last_row < rows && get<1>(crd(0, 0, kK - 1)) < cols) {
+      if (last_row < split) { cute::copy(tc, first, dst); return; }
+      if (first_row >= split) { cute::copy(tc, second, dst); return; }
+    }
+  }
   CUTE_UNROLL
   for (int m = 0; m < size<1>(dst); ++m) {
     const int row = row0 + get<0>(crd(0, m, 0));
@@ -112,14 +126,6 @@ CUTE_DEVICE float sink_factor_of(const FwdParams& p, int h, int r, float lse) {
   const float sink = p.head_sink ? static_cast<float>(static_cast<const T*>(p.head_sink)[head]) : 0.f;
   return 1.f / (1.f + exp2f(sink * 1.4426950408889634f - lse));
 }
-
-namespace detail {
-
-struct AllRows {
-  CUTE_DEVICE bool operator()(int) const { return true; }
-};
-
-}  // namespace detail
 
 // kFull: the variant for calls with attn_bias, softcap or a key_padding_mask. Without them the
 // lean variant keeps those paths (and their registers) out of the main loop.
@@ -376,14 +382,17 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     }
     if (needs_mask(n)) {
       const uint8_t* ok_n = key_ok_of(n);
+      // Row by row: the row's visible key range once (its position may take a division), then
+      // two compares per score.
       CUTE_UNROLL
-      for (int ni = 0; ni < kCols; ++ni) {
-        const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
-        const bool col_ok = kj < seq_total && (!has_mask || ok_n[kj - n * kBlockN] != 0);
+      for (int mi = 0; mi < kRows; ++mi) {
+        const int64_t qi = row_pos(row0 + get<0>(tScS_rc(mi, 0)));
+        const int key_first = has_left ? int(max<int64_t>(qi - p.window_left, 0)) : 0;
+        const int key_last = has_right ? int(min<int64_t>(qi + p.window_right, seq_total - 1)) : seq_total - 1;
         CUTE_UNROLL
-        for (int mi = 0; mi < kRows; ++mi) {
-          const int qi = row_pos(row0 + get<0>(tScS_rc(mi, 0)));
-          const bool ok = col_ok && (!has_right || kj <= qi + p.window_right) && (!has_left || kj >= qi - p.window_left);
+        for (int ni = 0; ni < kCols; ++ni) {
+          const int kj = n * kBlockN + get<1>(tScS_rc(0, ni));
+          const bool ok = kj >= key_first && kj <= key_last && (!has_mask || ok_n[kj - n * kBlockN] != 0);
           if (!ok) s(mi, ni) = -INFINITY;
         }
       }
@@ -545,6 +554,10 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     for (; n > n_lo; --n) {
       Loader::wait_all();
       __syncthreads();  // K(n-1), V(n) landed; QK(n) and P(n+1) V(n+1) are done in every warp
+      // The products first, so that the tensor cores start while this thread issues its loads
+      // (into the other buffers: V(n-1)'s and K(n)'s, which no product in flight reads).
+      Gemm::qk_issue(acc_s, sQ, sK_of(n - 1), tid);
+      Gemm::pv_issue(acc_o, rP, sVt_of(n), tid);
       {
         auto dv = gV_of(n - 1);
         load_v(n - 1, dv);  // key_ok of n - 1: staged with K(n - 1), a barrier ago
@@ -555,11 +568,13 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
         stage_key_mask(n - 2);  // tile n's masking (this buffer's last reader) is done
       }
       Loader::commit();
-      Gemm::qk_issue(acc_s, sQ, sK_of(n - 1), tid);
-      Gemm::pv_issue(acc_o, rP, sVt_of(n), tid);
       Gemm::template wait<1>(acc_s);
       finish_scores(s, n - 1);
       online_softmax(s, false, corr, std::false_type{});
+      // Pin the softmax before the wait for P V: otherwise the compiler sinks it below the wait
+      // (seen in the SASS) and the softmax no longer overlaps the product.
+      Gemm::fence(acc_s);
+      Gemm::pin_before_wait(row_sum[0] + row_sum[kRows - 1]);
       Gemm::template wait<0>(acc_o, rP);
       rescale_o(corr);
       rP = detail::to_element<T>(acc_s);

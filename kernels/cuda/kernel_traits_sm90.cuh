@@ -112,6 +112,19 @@ struct GmmaGemm {
     (warpgroup_fence_operand(frags), ...);
   }
 
+  // Orders the computations that produce the named fragments before what follows (a wait).
+  template <class... Frags>
+  CUTE_DEVICE static void fence(Frags&... frags) {
+    (warpgroup_fence_operand(frags), ...);
+  }
+  // ptxas hoists wgmma.wait_group above independent arithmetic; a shared-memory store of a
+  // value that depends on that arithmetic is ordered before the wait (the wait orders shared
+  // memory), so the arithmetic stays in front of it.
+  CUTE_DEVICE static void pin_before_wait(float v) {
+    __shared__ float sink[Tr::kNThreads];
+    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(&sink[threadIdx.x]))), "f"(v) : "memory");
+  }
+
   // The synchronous forms (the pipelined schedule's first S and last P V).
   template <class Acc, class SQ, class SK>
   CUTE_DEVICE static void qk(Acc& acc, SQ const& sQ, SK const& sK, int tid) {
