@@ -548,6 +548,8 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     finish_scores(s, n);
     float corr[kRows];
     online_softmax(s, true, corr, std::false_type{});
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) corr[mi] = 1.f;  // nothing accumulated yet
     Tensor rP = detail::to_element<T>(acc_s);
     // No branch between a product's issue and its wait (ptxas serialises wgmma otherwise): the
     // last tile, which has no next S, is peeled off the loop.
@@ -556,7 +558,9 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       __syncthreads();  // K(n-1), V(n) landed; QK(n) and P(n+1) V(n+1) are done in every warp
       // The products first, so that the tensor cores start while this thread issues its loads
       // (into the other buffers: V(n-1)'s and K(n)'s, which no product in flight reads).
+      // The output's rescale (the previous tile's softmax) runs while Q K(n-1)^T is computed.
       Gemm::qk_issue(acc_s, sQ, sK_of(n - 1), tid);
+      rescale_o(corr);
       Gemm::pv_issue(acc_o, rP, sVt_of(n), tid);
       {
         auto dv = gV_of(n - 1);
@@ -576,9 +580,9 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       Gemm::fence(acc_s);
       Gemm::pin_before_wait(row_sum[0] + row_sum[kRows - 1]);
       Gemm::template wait<0>(acc_o, rP);
-      rescale_o(corr);
       rP = detail::to_element<T>(acc_s);
     }
+    rescale_o(corr);
     Loader::wait_all();
     __syncthreads();  // V(n_lo) landed
     Gemm::pv(acc_o, rP, sVt_of(n_lo), tid, smem_scratch);
