@@ -575,8 +575,8 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       Gemm::template wait<1>(acc_s);
       finish_scores(s, n - 1);
       online_softmax(s, false, corr, std::false_type{});
-      // Pin the softmax before the wait for P V: otherwise the compiler sinks it below the wait
-      // (seen in the SASS) and the softmax no longer overlaps the product.
+      // Pin the softmax before the wait for P V: otherwise ptxas moves the wait above it (seen
+      // in the SASS) and the softmax no longer overlaps the product.
       Gemm::fence(acc_s);
       Gemm::pin_before_wait(row_sum[0] + row_sum[kRows - 1]);
       Gemm::template wait<0>(acc_o, rP);

@@ -112,17 +112,20 @@ struct GmmaGemm {
     (warpgroup_fence_operand(frags), ...);
   }
 
-  // Orders the computations that produce the named fragments before what follows (a wait).
+  // Keeps the front end from moving the computations that produce the named fragments below
+  // what follows (a wait). ptxas can still move the wait up: see pin_before_wait.
   template <class... Frags>
   CUTE_DEVICE static void fence(Frags&... frags) {
     (warpgroup_fence_operand(frags), ...);
   }
-  // ptxas hoists wgmma.wait_group above independent arithmetic; a shared-memory store of a
-  // value that depends on that arithmetic is ordered before the wait (the wait orders shared
-  // memory), so the arithmetic stays in front of it.
+  // ptxas hoists wgmma.wait_group above independent arithmetic (seen in the SASS: the whole
+  // softmax after the wait for P V). A shared-memory store of a value that depends on that
+  // arithmetic stays before the wait (which orders shared memory), and the arithmetic with it.
   CUTE_DEVICE static void pin_before_wait(float v) {
-    __shared__ float sink[Tr::kNThreads];
-    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(&sink[threadIdx.x]))), "f"(v) : "memory");
+    __shared__ float pin_slot[Tr::kNThreads];
+    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(&pin_slot[threadIdx.x]))),
+                 "f"(v)
+                 : "memory");
   }
 
   // The synchronous forms (the pipelined schedule's first S and last P V).
