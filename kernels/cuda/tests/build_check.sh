@@ -93,6 +93,15 @@ grep -h -A3 "Compiling entry function '_ZN8fastattn4cuda20attention_fwd_kernel" 
        /spill/ { s = $0 } /Used/ { match($0, /Used [0-9]+ registers/); print "  " a " " k ": " substr($0, RSTART, RLENGTH) ", " s }' |
   sed "s/'//; s/,  */, /g" > "$LOGS/ptxas_summary.txt" || true
 cat "$LOGS/ptxas_summary.txt"
+# The wgmma kernel's softmax must stay between its two waits (a compiler change could undo that
+# silently: sass_check_sm90.sh says why).
+if [ -f "$BUILD/obj/fwd_fp16_hd128.o" ] && case ",$ARCHS," in *,sm_90a,*) true ;; *) false ;; esac; then
+  if command -v "${CUOBJDUMP:-cuobjdump}" > /dev/null; then
+    "$ROOT/kernels/cuda/tests/sass_check_sm90.sh" "$BUILD/obj/fwd_fp16_hd128.o" || exit 1
+  else
+    echo "sass_check_sm90: skipped (no cuobjdump; set CUOBJDUMP)"
+  fi
+fi
 [ $BUILD_ONLY = 1 ] && exit 0
 
 # Head sizes checked: the compiled ones, plus 40 and 80 (run by the next larger kernel, with the
