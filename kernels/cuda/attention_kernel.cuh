@@ -474,6 +474,42 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     }
   };
 
+  // present = concat(past, new) written here (FwdParams::present_k; decode tiles, full variant):
+  // with no window_left, mask or per-batch lengths, a query tile loads every key tile from the
+  // first one it can see to the end of its split. Key tile t is written by the KV group's first
+  // head, from the query tile that first loads it (the diagonal one under causal or a right
+  // window), or, when all load it, from query tile t mod the largest power of two <= their count
+  // (spread, no division); from the shared-memory buffer it landed in, between the barrier that
+  // hands it over and the one before the buffer's next load. Rows past the keys and columns past
+  // head_dim are not written.
+  const bool present_head =
+      kFull && Tr::kWritesPresent && (p.present_k != nullptr || p.present_v != nullptr) && h % p.kv_group == 0;
+  auto writes_present = [&](int t) {
+    if (!present_head) return false;
+    int m_first = 0;
+    if (has_right && p.rows_per_token == 1) {
+      // Query tile m loads tile t iff min((m + 1) kBlockM, S_q) - 1 + query_shift + window_right >= t kBlockN.
+      const int64_t need = int64_t(t) * kBlockN - query_shift - p.window_right + 1;
+      if (need > 0) m_first = int(min<int64_t>((need + kBlockM - 1) / kBlockM - 1, gridDim.x - 1));
+    }
+    if (m_first > 0) return m_block == m_first;
+    return m_block == (t & ((1 << (31 - __clz(int(gridDim.x)))) - 1));
+  };
+  auto write_present = [&](void* base, const SliceStrides& st, const T* tile, int t) {
+    if (base == nullptr || !writes_present(t)) return;
+    T* slice = static_cast<T*>(base) + b * st.batch + kvh * st.head;
+    Tensor sT = make_tensor(make_smem_ptr(tile), typename Tr::SmemLayoutKV{});
+    constexpr int kRowVecs = kHeadDim / 8;  // 16-byte vectors per row
+    const int rows = min(kBlockN, p.seq_total - t * kBlockN);
+#pragma unroll 1
+    for (int v = tid; v < kBlockN * kRowVecs; v += kNThreads) {
+      const int r = v / kRowVecs, c = v % kRowVecs * 8;
+      if (r < rows && c < p.head_dim)
+        *reinterpret_cast<uint4*>(slice + int64_t(t * kBlockN + r) * st.row + c) =
+            *reinterpret_cast<const uint4*>(raw_pointer_cast(&sT(r, c)));
+    }
+  };
+
   detail::load_tile<Loader>(gcopy, tQgQ, tQgQ, tQsQ, stage_q, tQcQ, row0, INT_MAX, p.seq_q, p.head_dim,
                             detail::AllRows{});
   Loader::land(gcopy, stage_q, tQsQ);
@@ -492,6 +528,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
       __syncthreads();  // K(n) (and Q) in shared memory; V(n-1)'s readers are done
       load_v(n, tVsV);
       Loader::commit();
+      write_present(p.present_k, p.prk_st, smem_k, n);  // K(n) stays until K(n-1) loads, after the next barrier
 
       gemm.qk(acc_s);
       Tensor s = make_tensor(acc_s.data(), Frag::acc_rowcol(acc_s.layout()));
@@ -505,6 +542,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
         Loader::commit();
         stage_key_mask(n - 1);  // every thread has passed this tile's masking (barrier above)
       }
+      write_present(p.present_v, p.prv_st, smem_v, n);  // V(n) stays until the next iteration's barrier
 
       float corr[kRows];
       online_softmax(s, first, corr, std::true_type{});
@@ -515,7 +553,7 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     // Two K and two V buffers, tensor cores asynchronous (wgmma): while the softmax of S(n-1)
     // runs, S(n-1) = Q K(n-1)^T has finished and O += P(n) V(n) is still on the tensor cores.
     // Tile t lives in buffer t % 2; the loads of K(n-2) and V(n-1) run for a whole iteration.
-    static_assert(Tr::kStages == 2 && !Loader::kStaged);
+    static_assert(Tr::kStages == 2 && !Loader::kStaged && !Tr::kWritesPresent);
     auto sK_of = [&](int t) { return make_tensor(make_smem_ptr(smem_k + (t & 1) * kTileKV), typename Tr::SmemLayoutKV{}); };
     auto sVt_of = [&](int t) { return make_tensor(make_smem_ptr(smem_v + (t & 1) * kTileKV), typename Tr::SmemLayoutVt{}); };
     auto gK_of = [&](int t) { return gthr.partition_D(sK_of(t)); };

@@ -288,6 +288,24 @@ FwdParams fwd_params_of(const AttentionParams& p, const DeviceInfo& dev) {
   return f;
 }
 
+// Whether the attention kernel writes present_k/present_v itself (FwdParams::present_k): the
+// decode tiles do (memory-bound, so the copy kernel's second read of K/V costs a third of the
+// step), when the query tiles load every key tile: no window_left, key_padding_mask or per-batch
+// lengths, and present is not a buffer the kernel reads. The prefill kernels leave it to the copy
+// kernel, which measured faster than writing from their loops (kernels/cuda/NOTES.md).
+// FASTATTN_CUDA_PRESENT_COPY=1 takes the copy kernel always (benchmarks, tests).
+bool kernel_writes_present(const AttentionParams& p, const FwdParams& f, int family) {
+  if (!p.present_k.data && !p.present_v.data) return false;
+  if (!runs_decode_tiles(f, family) || f.seq_q <= 0 || f.window_left >= 0 || f.mask || f.kv_len || f.past_len)
+    return false;
+  for (const TensorView* pr : {&p.present_k, &p.present_v})
+    if (pr->data && (pr->data == p.past_k.data || pr->data == p.past_v.data || pr->data == p.k.data ||
+                     pr->data == p.v.data))
+      return false;
+  const char* force = std::getenv("FASTATTN_CUDA_PRESENT_COPY");
+  return !(force && std::atoi(force) != 0);
+}
+
 // An in-place KV cache (GroupQueryAttention): the new rows go into present first (rotated keys),
 // the query is rotated into scratch, then the attention reads every key from present, batch b up
 // to its own length.
@@ -352,10 +370,20 @@ void run(const AttentionParams& p, const LaunchContext& ctx) {
     return;
   }
 
-  // present = concat(past, new): written beside the attention, which reads past and new itself.
-  if (p.present_k.data) write_present(p, p.past_k, p.k, p.present_k, dev.sms, stream);
-  if (p.present_v.data) write_present(p, p.past_v, p.v, p.present_v, dev.sms, stream);
-  inst->run(fwd_params_of(p, dev), family_of(dev.cc), stream);
+  // present = concat(past, new): by the attention kernel from its shared-memory tiles (decode),
+  // else by the copy kernel before it.
+  FwdParams f = fwd_params_of(p, dev);
+  const int family = family_of(dev.cc);
+  if (kernel_writes_present(p, f, family)) {
+    f.present_k = p.present_k.data;
+    f.present_v = p.present_v.data;
+    f.prk_st = strides_of(p.present_k);
+    f.prv_st = strides_of(p.present_v);
+  } else {
+    if (p.present_k.data) write_present(p, p.past_k, p.k, p.present_k, dev.sms, stream);
+    if (p.present_v.data) write_present(p, p.past_v, p.v, p.present_v, dev.sms, stream);
+  }
+  inst->run(f, family, stream);
 }
 
 std::string describe() {

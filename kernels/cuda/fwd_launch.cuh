@@ -152,8 +152,9 @@ void launch_variant(FwdParams p, cudaStream_t stream) {
 template <class Tr>
 void launch_traits(const FwdParams& p, cudaStream_t stream) {
   // The lean variant folds the scale into the exponent, which needs scale > 0.
+  // Presents written by the kernel: the full variant (the lean one keeps the code out of its loop).
   if (p.bias != nullptr || p.softcap > 0.f || p.mask != nullptr || !(p.scale > 0.f) || p.head_sink != nullptr ||
-      p.smooth_softmax)
+      p.smooth_softmax || p.present_k != nullptr || p.present_v != nullptr)
     launch_variant<Tr, true>(p, stream);
   else launch_variant<Tr, false>(p, stream);
 }
@@ -162,13 +163,13 @@ template <class Element, int kHeadDim>
 void run_fwd(const FwdParams& p, int family, cudaStream_t stream) {
   if constexpr (Sm90Tiles<kHeadDim>::kEnabled) {
     // Hopper with sm_90a code: wgmma; decode keeps its one-warp mma.sync tiles.
-    if (family == 90 && !p.decode) {
+    if (family == 90 && !runs_decode_tiles(p, family)) {
       launch_traits<Sm90Traits<Element, kHeadDim>>(p, stream);
       return;
     }
   }
   if (family >= 80) {
-    if (p.decode) launch_traits<Sm80DecodeTraits<Element, kHeadDim>>(p, stream);
+    if (runs_decode_tiles(p, family)) launch_traits<Sm80DecodeTraits<Element, kHeadDim>>(p, stream);
     else launch_traits<Sm80Traits<Element, kHeadDim>>(p, stream);
     return;
   }

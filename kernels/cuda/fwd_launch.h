@@ -18,6 +18,10 @@ namespace fastattn::cuda {
 template <class Element, int kHeadDim>
 void run_fwd(const FwdParams& p, int family, cudaStream_t stream);
 
+// Whether run_fwd launches the decode tiles (S_q <= 16 on sm_80 and newer, Hopper included):
+// the traits that write present_key/present_value themselves (FwdParams::present_k).
+inline bool runs_decode_tiles(const FwdParams& p, int family) { return family >= 80 && p.decode; }
+
 // Dynamic shared memory of one block of the traits the family uses (0: none).
 template <class Element, int kHeadDim>
 int smem_bytes(int family);

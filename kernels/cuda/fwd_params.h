@@ -18,7 +18,13 @@ struct FwdParams {
   const void* past_k = nullptr;  // seq_past cached rows (null when seq_past == 0)
   const void* past_v = nullptr;
   void* out = nullptr;
-  SliceStrides q_st, k_st, v_st, pk_st, pv_st, o_st;
+  // present = concat(past, new) [seq_total rows per (batch, kv head)], written by the attention
+  // kernel from the K/V tiles it holds in shared memory (traits with kWritesPresent: the decode
+  // tiles); null: not written by it. Set only where every key tile is loaded by some query tile
+  // of the KV group's first head (no window_left, key_padding_mask or per-batch lengths).
+  void* present_k = nullptr;
+  void* present_v = nullptr;
+  SliceStrides q_st, k_st, v_st, pk_st, pv_st, o_st, prk_st, prv_st;
 
   int batch = 0, heads = 0, kv_group = 1;  // kv head = head / kv_group
   int seq_q = 0, seq_kv = 0, seq_past = 0, seq_total = 0;

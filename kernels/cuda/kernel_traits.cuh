@@ -8,6 +8,8 @@
 //   kStages, kOverlapSoftmax                   K/V buffers and the schedule of the key loop: one
 //                                              buffer each and synchronous products, or two and
 //                                              the softmax overlapping asynchronous products
+//   kWritesPresent                             whether the kernel writes present_key/present_value
+//                                              itself (FwdParams::present_k; the decode tiles only)
 //   kSmemAlign                                 alignment of the shared-memory tiles (1024 for wgmma's
 //                                              128-byte swizzle)
 //   TiledMmaS, TiledMmaO                       the tensor-core atoms and warp layouts of S = Q K^T and
@@ -156,6 +158,7 @@ struct MmaSyncSchedule {
   static constexpr int kSmemAlign = 128;
   static constexpr int kStages = 1;
   static constexpr bool kOverlapSoftmax = false;
+  static constexpr bool kWritesPresent = false;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -356,6 +359,9 @@ struct Sm80Traits
   // mma.sync).
   static constexpr bool kReplacedOnSm90a =
       !std::is_same_v<TileSizes, DecodeTileConfig<kHeadDim>> && Sm90Tiles<kHeadDim>::kEnabled;
+  // Decode is memory-bound: writing the presents from the tiles it holds saves re-reading K/V.
+  // The prefill tiles leave it to the copy kernel (kernels/cuda/NOTES.md: measured faster).
+  static constexpr bool kWritesPresent = std::is_same_v<TileSizes, DecodeTileConfig<kHeadDim>>;
   static constexpr const char* kName = "sm80 (mma.sync m16n8k16, ldmatrix, cp.async)";
 };
 template <class Element, int kHeadDim>

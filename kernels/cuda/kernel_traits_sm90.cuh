@@ -170,6 +170,7 @@ struct Sm90Traits {
   // next tile's scores and this tile's P V (attention_kernel.cuh's pipelined schedule).
   static constexpr int kStages = 2;
   static constexpr bool kOverlapSoftmax = true;
+  static constexpr bool kWritesPresent = false;
   static constexpr const char* kName = "sm90 (wgmma, cp.async)";
 
   // One 64-row wgmma atom per warpgroup, warpgroups along M.

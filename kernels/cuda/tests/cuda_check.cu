@@ -6,8 +6,9 @@
 //                                                           (--long adds S = 32768 cases, checked on
 //                                                           64 sampled query rows)
 //   cuda_check bench [--traits 70|75|80|90] [--reps 20] [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]
-//                                                           TFLOP/s of the benchmark shapes; GB/s of
-//                                                           K and V read for decode steps
+//                    [--present]                            TFLOP/s of the benchmark shapes; GB/s of
+//                                                           K and V read for decode steps; --present
+//                                                           also writes present_key/present_value
 // Every case draws fresh unit-variance inputs, poisons the outputs with NaN, runs, and compares
 // with a float64 reference on the host computed from the same (rounded) inputs. float32 cases run
 // through the float16 kernels (float32_bridge.cu); their reference uses the exact float32 inputs.
@@ -489,6 +490,9 @@ std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75
         out.back().nan_hidden = true;
         add("no-visible", 1, 2, 2, 129, 7, 0, true, -1, 0, B, 0, 0, k4D, false);
         add("decode", 2, 4, 1, 1, 1, 1000, true, -1, 3, B, 0, 0, k4D, true);
+        // Presents written by the decode kernel itself (no window_left, mask or per-batch lengths).
+        add("decode-present", 2, 4, 2, 3, 3, 700, true, -1, 0, B, 0, 0, k3D, true);
+        add("decode-present", 1, 8, 2, 1, 1, 300, false, -1, 0, B, 0, 0, k4D, true);
         if (t == F32) {
           add("f32-big", 1, 2, 2, 64, 64, 5, true, -1, 0, B, 0, 0, k4D, true);
           magnitudes(3000.f, 3000.f, 1e5f);
@@ -515,6 +519,9 @@ std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75
       add("packed-qkv", 2, 4, 2, 1000, 1000, 0, true, -1, 0, B, 0, 0, kPacked, false);
       add("cross-1x4096", 1, 4, 2, 1, 4096, 0, false, -1, 0, B, 0, 0, k4D, false);
       add("present-nopast", 1, 4, 2, 64, 64, 0, true, -1, 0, B, 0, 0, k3D, true);
+      // Prefill presents (the copy kernel): GQA, several key tiles and a partial last one.
+      add("present-gqa", 2, 8, 2, 300, 300, 77, false, -1, 0, B, 0, 0, k4D, true);
+      add("present-causal", 1, 8, 2, 1000, 1000, 1500, true, -1, 0, B, 0, 0, k3D, true);
       if (d == 64 || d == 128) {
         add("long-causal", 1, 4, 4, 4096, 4096, 0, true, -1, 0, B, 0, 0, k3D, false);
         add("long-mask-mqa", 2, 4, 1, 4096, 4096, 0, false, -1, 1, B, 0, 0, k4D, false);
@@ -544,6 +551,11 @@ std::vector<Case> make_cases(const std::vector<int>& dims, bool small, bool sm75
       add("decode-mask", 2, 8, 1, 16, 16, 8192, true, -1, 3, B, 0, 0, k4D, false);
       add("decode-bias", 2, 8, 2, 3, 3, 1000, true, -1, 0, B, 2, 0, k4D, false);
       add("decode-bias-mask", 2, 8, 2, 1, 1, 8192, true, -1, 3, I32, 1, 0, k3D, false);
+      // Presents written by the decode kernel (split-KV; packed or not; the full variant's paths).
+      add("decode-present", 2, 8, 2, 7, 7, 3000, false, -1, 0, B, 0, 0, k3D, true);
+      add("decode-present", 2, 8, 1, 16, 16, 4099, true, -1, 0, B, 0, 0, k4D, true);
+      add("decode-present-bias", 2, 8, 4, 4, 4, 1000, true, -1, 0, B, 2, 30.f, k4D, true);
+      add("decode-present-window", 1, 8, 2, 3, 3, 2000, true, 100, 0, B, 0, 0, k4D, true);  // copy kernel
     }
   if (long_cases)  // S = 32768 (8192 above D = 128), checked on 64 sampled rows
     for (int d : dims)
@@ -633,7 +645,7 @@ __global__ void fill_normal(uint16_t* out, size_t n, uint64_t seed, bool bf16) {
 // kvh KV heads (GQA), causal.
 struct Shape { int b, h, s, d; bool causal; int kvh = 0, past = 0; };
 
-int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<ElemType> types) {
+int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<ElemType> types, bool presents) {
   if (shapes.empty())
     shapes = {{8, 32, 1024, 128, true}, {2, 32, 4096, 128, true}, {1, 32, 16384, 128, true}, {8, 32, 1024, 64, false},
               {2, 16, 8192, 64, true}};
@@ -648,12 +660,15 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
     for (const Shape& s : shapes) {
       const bool decode = s.past > 0;
       const int kvh = decode ? s.kvh : s.h, sq = decode ? 1 : s.s;
-      // q, k, v, out (+ past k, past v when decoding)
-      const size_t elems[6] = {size_t(s.b) * s.h * sq * s.d, size_t(s.b) * kvh * sq * s.d, size_t(s.b) * kvh * sq * s.d,
+      // q, k, v, out (+ past k, past v when decoding; + present k, present v with --present)
+      const size_t present_elems = size_t(s.b) * kvh * (s.past + sq) * s.d;
+      const size_t elems[8] = {size_t(s.b) * s.h * sq * s.d, size_t(s.b) * kvh * sq * s.d, size_t(s.b) * kvh * sq * s.d,
                                size_t(s.b) * s.h * sq * s.d, size_t(s.b) * kvh * s.past * s.d,
-                               size_t(s.b) * kvh * s.past * s.d};
-      uint16_t* buf[6] = {};
-      for (int i = 0; i < (decode ? 6 : 4); ++i) {
+                               size_t(s.b) * kvh * s.past * s.d, present_elems, present_elems};
+      uint16_t* buf[8] = {};
+      for (int i = 0; i < 8; ++i) {
+        if ((i == 4 || i == 5) && !decode) continue;
+        if (i >= 6 && !presents) continue;
         CK(cudaMalloc(&buf[i], elems[i] * 2));
         fill_normal<<<1024, 256, 0, stream>>>(buf[i], elems[i], seed++, t == ElemType::kBFloat16);
       }
@@ -671,6 +686,10 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
       if (decode) {
         p.past_k = view(buf[4], t, k4D, kvh, s.past, s.d);
         p.past_v = view(buf[5], t, k4D, kvh, s.past, s.d);
+      }
+      if (presents) {
+        p.present_k = view(buf[6], t, k4D, kvh, s.past + sq, s.d);
+        p.present_v = view(buf[7], t, k4D, kvh, s.past + sq, s.d);
       }
       p.scale = 1.f / std::sqrt(float(s.d));
       set_window(p, s.causal || decode, -1);
@@ -699,7 +718,10 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
       CK(cudaGetLastError());
       std::sort(ms.begin(), ms.end());
       const double med = ms[ms.size() / 2];
-      const char* type = t == ElemType::kFloat16 ? "fp16" : "bf16";
+      // With --present the step also writes present = concat(past, new) (FASTATTN_CUDA_PRESENT_COPY=1:
+      // by the copy kernel instead of the attention kernel).
+      const std::string tag = std::string(t == ElemType::kFloat16 ? "fp16" : "bf16") + (presents ? " +present" : "");
+      const char* type = tag.c_str();
       const char* nan = unwritten ? "  (OUTPUT HAS NaN: unwritten?)" : "";
       if (decode) {  // bytes of K and V read (past + new), the cost of a memory-bound step
         const double bytes = 2.0 * s.b * kvh * double(s.past + 1) * s.d * 2;
@@ -721,7 +743,7 @@ int bench(const char* traits, int reps, std::vector<Shape> shapes, std::vector<E
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool do_bench = false, small = false, long_cases = false;
+  bool do_bench = false, small = false, long_cases = false, presents = false;
   int reps = 20;
   std::vector<int> dims;
   std::vector<Shape> shapes;
@@ -744,7 +766,8 @@ int main(int argc, char** argv) {
       if (v.size() != 5 || v[3] < 1) { std::fprintf(stderr, "--decode B,H,KV,past,D (past >= 1)\n"); return 2; }
       shapes.push_back(Shape{v[0], v[1], 1, v[4], true, v[2], v[3]});
     } else if (a == "--fp16") types = {ElemType::kFloat16};
-    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16]] [--small] [--long] [--traits 70|75|80|90] [--reps N] [--dims 64,128]\n"); return 2; }
+    else if (a == "--present") presents = true;
+    else { std::fprintf(stderr, "usage: cuda_check [bench [--shape B,H,S,D,causal]... [--decode B,H,KV,past,D]... [--fp16] [--present]] [--small] [--long] [--traits 70|75|80|90] [--reps N] [--dims 64,128]\n"); return 2; }
   }
   // 90: the device's own family (wgmma on a Hopper when the build has sm_90a code).
   setenv("FASTATTN_CUDA_TRAITS", traits, 1);
@@ -753,5 +776,5 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device 0: %s (sm_%d%d, %d SMs); backend: %s\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
               backend_for(DeviceKind::kCuda)->describe().c_str());
-  return do_bench ? bench(traits, reps, shapes, types) : check(small, long_cases, dims, traits);
+  return do_bench ? bench(traits, reps, shapes, types, presents) : check(small, long_cases, dims, traits);
 }
