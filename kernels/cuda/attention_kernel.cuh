@@ -474,26 +474,17 @@ CUTE_DEVICE void attention_tile(const FwdParams& p) {
     }
   };
 
-  // present = concat(past, new) written here (FwdParams::present_k; decode tiles, full variant):
-  // with no window_left, mask or per-batch lengths, a query tile loads every key tile from the
-  // first one it can see to the end of its split. Key tile t is written by the KV group's first
-  // head, from the query tile that first loads it (the diagonal one under causal or a right
-  // window), or, when all load it, from query tile t mod the largest power of two <= their count
-  // (spread, no division); from the shared-memory buffer it landed in, between the barrier that
-  // hands it over and the one before the buffer's next load. Rows past the keys and columns past
-  // head_dim are not written.
+  // present = concat(past, new) written here (FwdParams::present_k; decode tiles, full variant).
+  // The host sets it only where every query tile of the grid loads every key tile of its split:
+  // no window_left, mask or per-batch lengths, and decode tiles (one query tile, or the packed
+  // rows of one token). Key tile t is then written by the KV group's first head at query tile
+  // t mod the largest power of two <= their count (no division), from the shared-memory buffer it
+  // landed in, between the barrier that hands it over and the one before the buffer's next load.
+  // Rows past the keys and columns past head_dim are not written.
   const bool present_head =
       kFull && Tr::kWritesPresent && (p.present_k != nullptr || p.present_v != nullptr) && h % p.kv_group == 0;
   auto writes_present = [&](int t) {
-    if (!present_head) return false;
-    int m_first = 0;
-    if (has_right && p.rows_per_token == 1) {
-      // Query tile m loads tile t iff min((m + 1) kBlockM, S_q) - 1 + query_shift + window_right >= t kBlockN.
-      const int64_t need = int64_t(t) * kBlockN - query_shift - p.window_right + 1;
-      if (need > 0) m_first = int(min<int64_t>((need + kBlockM - 1) / kBlockM - 1, gridDim.x - 1));
-    }
-    if (m_first > 0) return m_block == m_first;
-    return m_block == (t & ((1 << (31 - __clz(int(gridDim.x)))) - 1));
+    return present_head && m_block == (t & ((1 << (31 - __clz(int(gridDim.x)))) - 1));
   };
   auto write_present = [&](void* base, const SliceStrides& st, const T* tile, int t) {
     if (base == nullptr || !writes_present(t)) return;

@@ -289,9 +289,9 @@ FwdParams fwd_params_of(const AttentionParams& p, const DeviceInfo& dev) {
 }
 
 // Whether the attention kernel writes present_k/present_v itself (FwdParams::present_k): the
-// decode tiles do (memory-bound, so the copy kernel's second read of K/V costs a third of the
-// step), when the query tiles load every key tile: no window_left, key_padding_mask or per-batch
-// lengths, and present is not a buffer the kernel reads. The prefill kernels leave it to the copy
+// decode tiles do (memory-bound: the copy kernel's second read of K/V made the step 1.36x as
+// long), when every query tile loads every key tile: no window_left, key_padding_mask or
+// per-batch lengths, and present is not a buffer the kernel reads. The prefill kernels leave it to the copy
 // kernel, which measured faster than writing from their loops (kernels/cuda/NOTES.md).
 // FASTATTN_CUDA_PRESENT_COPY=1 takes the copy kernel always (benchmarks, tests).
 bool kernel_writes_present(const AttentionParams& p, const FwdParams& f, int family) {
